@@ -1,0 +1,30 @@
+# The two commands of the README: `make run` (set up + main job) and `make test`.
+SHELL := /bin/bash
+.SHELLFLAGS := -eo pipefail -c
+
+VENV ?= .venv
+PYTHON := $(VENV)/bin/python
+INSTALLED := $(VENV)/.installed-requirements
+# pip here lists this machine's wheel folders on every install; keep the log readable.
+QUIET_PIP := grep -v "is ignored: it is neither a file nor a directory" || true
+
+.PHONY: setup run test test-fast
+setup: $(INSTALLED)
+
+# torch goes in first and alone: its pinned CPU wheel is on disk, while any looser request
+# (from another package) would pull a multi-GB CUDA build.
+$(INSTALLED): requirements.txt
+	python3 -m venv $(VENV)
+	$(PYTHON) -m pip install -q "$$(grep -E '^torch==' requirements.txt)" 2>&1 | $(QUIET_PIP)
+	$(PYTHON) -m pip install -q -r requirements.txt 2>&1 | $(QUIET_PIP)
+	$(PYTHON) -c "import torch, evidently, prefect, dvc"
+	touch $@
+
+run: setup
+	$(VENV)/bin/dvc repro
+
+test: setup
+	$(PYTHON) -m pytest -m "slow or not slow"
+
+test-fast: setup
+	$(PYTHON) -m pytest

@@ -1,0 +1,111 @@
+"""Where every artifact of the lineage lives, and how ``params.yaml`` is read.
+
+The one place for paths and file names: stages, tasks, flows and the app import them from
+here. ``dvc.yaml`` has to spell the same paths as literals (DVC reads no Python);
+``tests/test_layout.py`` keeps the two in step.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+PARAMS_FILE = "params.yaml"
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Artifact paths of one project checkout, rooted at ``root``."""
+
+    root: Path = Path(".")
+
+    # -- whole data set -------------------------------------------------------------
+    @property
+    def params_file(self) -> Path:
+        return self.root / PARAMS_FILE
+
+    @property
+    def original_df(self) -> Path:
+        return self.root / "data" / "original_df.parquet"
+
+    @property
+    def processed_df(self) -> Path:
+        return self.root / "data" / "processed_df.parquet"
+
+    @property
+    def etl_metrics(self) -> Path:
+        return self.root / "metrics" / "etl.json"
+
+    # -- per stockcode: data_drift_check ---------------------------------------------
+    def drift_report(self, stockcode: str) -> Path:
+        return self.root / "reports" / f"data_drift_report_{stockcode}.html"
+
+    def drift_metrics(self, stockcode: str) -> Path:
+        return self.root / "metrics" / f"data_drift_{stockcode}.json"
+
+    # -- per stockcode: preprocess ----------------------------------------------------
+    def preprocessed_dir(self, stockcode: str) -> Path:
+        return self.root / "data" / "preprocessed" / stockcode
+
+    def split_features(self, stockcode: str, split: str, transformed: bool) -> Path:
+        """``X_<split>.parquet`` (model input) or ``X_<split>_raw.parquet`` (features as engineered)."""
+        suffix = "" if transformed else "_raw"
+        return self.preprocessed_dir(stockcode) / f"X_{split}{suffix}.parquet"
+
+    def split_target(self, stockcode: str, split: str) -> Path:
+        return self.preprocessed_dir(stockcode) / f"y_{split}.parquet"
+
+    def split_meta(self, stockcode: str, split: str) -> Path:
+        """Identifiers of each row (invoice, customer, date): lineage only, never a feature."""
+        return self.preprocessed_dir(stockcode) / f"meta_{split}.parquet"
+
+    def transformer(self, stockcode: str) -> Path:
+        return self.preprocessed_dir(stockcode) / "transformer.joblib"
+
+    def feature_names(self, stockcode: str) -> Path:
+        return self.preprocessed_dir(stockcode) / "feature_names.json"
+
+    def data_metrics(self, stockcode: str) -> Path:
+        return self.root / "metrics" / f"data_{stockcode}.json"
+
+    # -- per stockcode: tune_primary_model ---------------------------------------------
+    def model_checkpoint(self, stockcode: str) -> Path:
+        return self.root / "models" / "production" / f"dfn_best_{stockcode}.pth"
+
+    def val_metrics(self, stockcode: str) -> Path:
+        return self.root / "metrics" / f"dfn_val_{stockcode}.json"
+
+    def tuning_history(self, stockcode: str) -> Path:
+        return self.root / "plots" / f"tuning_history_{stockcode}.csv"
+
+    # -- per stockcode: inference_primary_model ----------------------------------------
+    def test_metrics(self, stockcode: str) -> Path:
+        return self.root / "metrics" / f"dfn_inf_{stockcode}.json"
+
+    def inference_results(self, stockcode: str) -> Path:
+        return self.root / "data" / f"dfn_inference_results_{stockcode}.parquet"
+
+    def shap_values(self, stockcode: str) -> Path:
+        return self.root / "data" / f"shap_values_{stockcode}.parquet"
+
+    def shap_importance(self, stockcode: str) -> Path:
+        return self.root / "plots" / f"shap_importance_{stockcode}.csv"
+
+    def shap_beeswarm(self, stockcode: str) -> Path:
+        return self.root / "plots" / f"shap_beeswarm_{stockcode}.csv"
+
+    # -- per stockcode: assess_model_risk -----------------------------------------------
+    def risk_metrics(self, stockcode: str) -> Path:
+        return self.root / "metrics" / f"dfn_risk_fairness_{stockcode}.json"
+
+
+SPLITS = ("train", "val", "test")
+
+
+def load_params(root: Path | str = ".") -> dict[str, Any]:
+    """The parsed ``params.yaml`` of the checkout at ``root``."""
+    path = Path(root) / PARAMS_FILE
+    with path.open() as handle:
+        return yaml.safe_load(handle)
