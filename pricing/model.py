@@ -1,0 +1,148 @@
+"""The demand model: a feed-forward network predicting ``log1p(quantity)``.
+
+Depth, width, dropout and batch norm are hyper-parameters; ``build_model`` makes a network
+from the plain ``dict`` the tuning stage stores in the checkpoint, so a checkpoint loaded
+with ``torch.load(..., weights_only=True)`` can be rebuilt without pickled classes.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from pricing.errors import DataValidationError
+
+# Bump when the checkpoint's keys or meaning change; inference refuses other versions.
+CHECKPOINT_FORMAT = 1
+
+
+class DemandNet(nn.Module):
+    """``n_features`` → [Linear → (BatchNorm) → ReLU → Dropout] × len(hidden_units) → Linear(1).
+
+    ``forward`` returns shape ``(n, 1)`` (what SHAP's explainers expect); ``predict_log``
+    returns a flat NumPy array.
+    """
+
+    def __init__(
+        self,
+        n_features: int,
+        hidden_units: Sequence[int],
+        dropouts: Sequence[float] | float = 0.0,
+        batch_norm: bool = False,
+    ) -> None:
+        super().__init__()
+        if n_features < 1:
+            raise DataValidationError(f"the network needs at least one input feature, got {n_features}")
+        if isinstance(dropouts, (int, float)):
+            dropouts = [float(dropouts)] * len(hidden_units)
+        if len(dropouts) != len(hidden_units):
+            raise DataValidationError(
+                f"{len(hidden_units)} hidden layers but {len(dropouts)} dropout rates"
+            )
+        layers: list[nn.Module] = []
+        width = n_features
+        for units, rate in zip(hidden_units, dropouts):
+            if units < 1 or not 0.0 <= rate < 1.0:
+                raise DataValidationError(f"bad layer: {units} units, dropout {rate}")
+            layers.append(nn.Linear(width, int(units)))
+            if batch_norm:
+                layers.append(nn.BatchNorm1d(int(units)))
+            layers.append(nn.ReLU())
+            if rate > 0:
+                layers.append(nn.Dropout(float(rate)))
+            width = int(units)
+        layers.append(nn.Linear(width, 1))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    @torch.no_grad()
+    def predict_log(self, x: np.ndarray | torch.Tensor) -> np.ndarray:
+        """Predictions on the ``log1p(quantity)`` scale, in eval mode, as a 1-D float64 array."""
+        was_training = self.training
+        self.eval()
+        tensor = torch.as_tensor(np.asarray(x, dtype=np.float32))
+        out = self(tensor).reshape(-1).double().numpy()
+        self.train(was_training)
+        return out
+
+
+def hparams_of(
+    n_features: int,
+    hidden_units: Sequence[int],
+    dropouts: Sequence[float],
+    batch_norm: bool,
+    **training: Any,
+) -> dict[str, Any]:
+    """The plain-dict description of a network (plus training settings) stored in a checkpoint."""
+    return {
+        "n_features": int(n_features),
+        "hidden_units": [int(u) for u in hidden_units],
+        "dropouts": [float(d) for d in dropouts],
+        "batch_norm": bool(batch_norm),
+        **training,
+    }
+
+
+def build_model(hparams: Mapping[str, Any]) -> DemandNet:
+    """A fresh (untrained) network shaped as ``hparams`` says."""
+    return DemandNet(
+        n_features=int(hparams["n_features"]),
+        hidden_units=list(hparams["hidden_units"]),
+        dropouts=list(hparams["dropouts"]),
+        batch_norm=bool(hparams["batch_norm"]),
+    )
+
+
+def checkpoint_bytes(
+    model: DemandNet,
+    hparams: Mapping[str, Any],
+    feature_names: Sequence[str],
+    transformer_md5: str,
+    stockcode: str,
+) -> bytes:
+    """Serialise a checkpoint: tensors and primitive containers only (``weights_only`` loads it).
+
+    Saved through an in-memory buffer so the zip's internal record names do not depend on
+    the (temporary) file name: same weights → same bytes.
+    """
+    if len(feature_names) != hparams["n_features"]:
+        raise DataValidationError(
+            f"{len(feature_names)} feature names for a network with {hparams['n_features']} inputs"
+        )
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "stockcode": str(stockcode),
+        "target": "log1p_quantity",
+        "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+        "hparams": dict(hparams),
+        "feature_names": [str(n) for n in feature_names],
+        "transformer_md5": str(transformer_md5),
+    }
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    return buffer.getvalue()
+
+
+def load_checkpoint(source: Any) -> tuple[DemandNet, dict[str, Any]]:
+    """Load a checkpoint safely (CPU, ``weights_only=True``); return the model (eval mode) and payload."""
+    payload = torch.load(source, map_location="cpu", weights_only=True)
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise DataValidationError(
+            f"not a demand-model checkpoint of format {CHECKPOINT_FORMAT}: {source}"
+        )
+    model = build_model(payload["hparams"])
+    model.load_state_dict(payload["state_dict"])
+    model.eval()
+    return model, payload
+
+
+def model_version(data: bytes, stockcode: str) -> str:
+    """A short, content-derived model version: ``dfn-<stockcode>-<md5 of the checkpoint[:12]>``."""
+    return f"dfn-{stockcode}-{hashlib.md5(data).hexdigest()[:12]}"

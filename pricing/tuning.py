@@ -1,0 +1,187 @@
+"""Hyper-parameter search with Optuna: seeded TPE sampler + median pruner, scored on validation.
+
+The space is the tutorial's: number of layers, units and dropout per layer, log-uniform
+learning rate, optimizer (adam/adamw/rmsprop/sgd/adamax/radam), batch size — plus batch
+norm on/off. Each trial trains with early stopping (best weights restored) and reports its
+validation loss per epoch so the pruner can stop hopeless trials. The test split never
+enters this module.
+
+Reproducibility: the sampler's seed and each trial's training seed (``seed + trial
+number``) come from one ``seed``. ``timeout`` is a safety net: if it cuts the study short
+the result depends on machine speed, and ``TuningResult.stopped_by_timeout`` says so.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import optuna
+
+from pricing.errors import DataValidationError
+from pricing.model import DemandNet, hparams_of
+from pricing.training import OPTIMIZERS, seed_everything, train_model
+
+DEFAULT_SPACE: dict[str, Any] = {
+    "n_layers": [1, 3],
+    "n_units": [16, 256],
+    "dropout": [0.0, 0.5],
+    "lr": [1.0e-4, 1.0e-2],
+    "optimizers": ["adam", "adamw", "rmsprop", "sgd", "adamax", "radam"],
+    "batch_sizes": [16, 32, 64, 128],
+    "batch_norm": [False, True],
+}
+
+
+@dataclass
+class TuningResult:
+    model: DemandNet  # the best trial's network, best-epoch weights, eval mode
+    hparams: dict[str, Any]
+    best_value: float  # validation MSE on the log1p scale
+    best_trial: int
+    history: list[dict[str, Any]] = field(default_factory=list)
+    n_complete: int = 0
+    n_pruned: int = 0
+    n_failed: int = 0
+    stopped_by_timeout: bool = False
+    seconds: float = 0.0
+
+
+def suggest_hparams(trial: optuna.Trial, n_features: int, space: Mapping[str, Any]) -> dict[str, Any]:
+    """Draw one configuration from ``space`` (see ``DEFAULT_SPACE`` for the keys)."""
+    lo_layers, hi_layers = (int(v) for v in space["n_layers"])
+    lo_units, hi_units = (int(v) for v in space["n_units"])
+    lo_drop, hi_drop = (float(v) for v in space["dropout"])
+    lo_lr, hi_lr = (float(v) for v in space["lr"])
+    for name in space["optimizers"]:
+        if name not in OPTIMIZERS:
+            raise DataValidationError(f"unknown optimizer {name!r} in the search space")
+    n_layers = trial.suggest_int("n_layers", lo_layers, hi_layers)
+    units = [trial.suggest_int(f"n_units_l{i}", lo_units, hi_units, log=True) for i in range(n_layers)]
+    drops = [trial.suggest_float(f"dropout_l{i}", lo_drop, hi_drop) for i in range(n_layers)]
+    batch_norm_choices = [bool(b) for b in space.get("batch_norm", [False])]
+    return hparams_of(
+        n_features,
+        units,
+        drops,
+        trial.suggest_categorical("batch_norm", batch_norm_choices),
+        optimizer=trial.suggest_categorical("optimizer", list(space["optimizers"])),
+        lr=trial.suggest_float("lr", lo_lr, hi_lr, log=True),
+        batch_size=trial.suggest_categorical("batch_size", [int(b) for b in space["batch_sizes"]]),
+    )
+
+
+def tune(
+    x_train,
+    y_train,
+    x_val,
+    y_val,
+    *,
+    seed: int,
+    n_trials: int,
+    num_epochs: int,
+    patience: int,
+    timeout: float | None = None,
+    space: Mapping[str, Any] | None = None,
+    pruner_startup_trials: int = 5,
+    pruner_warmup_epochs: int = 10,
+    threads: int | None = 1,
+    progress: Callable[[str], None] | None = None,
+) -> TuningResult:
+    """Search ``space`` for ``n_trials`` trials; return the best trial's trained network."""
+    space = {**DEFAULT_SPACE, **(space or {})}
+    x_train = np.asarray(x_train, dtype=np.float32)
+    x_val = np.asarray(x_val, dtype=np.float32)
+    n_features = x_train.shape[1]
+    if x_val.shape[1] != n_features:
+        raise DataValidationError(
+            f"train has {n_features} features, validation {x_val.shape[1]}"
+        )
+    for name, arr in (("train", x_train), ("validation", x_val)):
+        if not np.isfinite(arr).all():
+            raise DataValidationError(f"{name} features contain NaN or infinite values")
+
+    sampler = optuna.samplers.TPESampler(seed=int(seed))
+    pruner = optuna.pruners.MedianPruner(
+        n_startup_trials=int(pruner_startup_trials), n_warmup_steps=int(pruner_warmup_epochs)
+    )
+    study = optuna.create_study(direction="minimize", sampler=sampler, pruner=pruner)
+    best: dict[str, Any] = {}
+    history: list[dict[str, Any]] = []
+    started = time.perf_counter()
+
+    def objective(trial: optuna.Trial) -> float:
+        hp = suggest_hparams(trial, n_features, space)
+        trial_seed = int(seed) + trial.number
+        seed_everything(trial_seed, threads)
+        model = DemandNet(n_features, hp["hidden_units"], hp["dropouts"], hp["batch_norm"])
+
+        def report(epoch: int, val_loss: float) -> None:
+            trial.report(val_loss, epoch)
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+
+        result = train_model(
+            model, x_train, y_train, x_val, y_val,
+            optimizer=hp["optimizer"], lr=hp["lr"], batch_size=hp["batch_size"],
+            num_epochs=num_epochs, patience=patience, seed=trial_seed, on_epoch=report,
+        )
+        trial.set_user_attr("best_epoch", result.best_epoch)
+        trial.set_user_attr("epochs_run", result.epochs_run)
+        if not np.isfinite(result.best_val_loss):
+            raise optuna.TrialPruned()  # diverged: no usable weights
+        if not best or result.best_val_loss < best["value"]:
+            best.update(
+                value=result.best_val_loss, trial=trial.number, model=model,
+                hparams={**hp, "seed": trial_seed, "best_epoch": result.best_epoch,
+                         "epochs_run": result.epochs_run},
+            )
+        return result.best_val_loss
+
+    def record(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        value = trial.value
+        if value is None and trial.intermediate_values:
+            value = trial.intermediate_values[max(trial.intermediate_values)]
+        best_value = best.get("value")
+        history.append({
+            "trial": trial.number,
+            "state": trial.state.name,
+            "val_mse": None if value is None else float(value),
+            "best_val_mse": None if best_value is None else float(best_value),
+            "epochs_run": len(trial.intermediate_values),
+            **{k: v for k, v in trial.params.items()},
+        })
+        if progress is not None:
+            shown = "n/a" if value is None else f"{value:.4f}"
+            best_shown = "n/a" if best_value is None else f"{best_value:.4f} (#{best['trial']})"
+            progress(
+                f"trial {trial.number + 1}/{n_trials} {trial.state.name.lower():8s} "
+                f"val_mse={shown} best={best_shown} epochs={len(trial.intermediate_values)} "
+                f"layers={trial.params.get('n_layers')} opt={trial.params.get('optimizer')} "
+                f"lr={trial.params.get('lr', float('nan')):.2e} bs={trial.params.get('batch_size')} "
+                f"[{time.perf_counter() - started:.1f}s]"
+            )
+
+    study.optimize(
+        objective, n_trials=int(n_trials), timeout=timeout, callbacks=[record],
+        catch=(), gc_after_trial=False,
+    )
+    if not best:
+        raise DataValidationError(
+            "no tuning trial finished with a finite validation loss; widen the budget or the space"
+        )
+    states = [t.state for t in study.trials]
+    return TuningResult(
+        model=best["model"],
+        hparams=best["hparams"],
+        best_value=float(best["value"]),
+        best_trial=int(best["trial"]),
+        history=history,
+        n_complete=states.count(optuna.trial.TrialState.COMPLETE),
+        n_pruned=states.count(optuna.trial.TrialState.PRUNED),
+        n_failed=states.count(optuna.trial.TrialState.FAIL),
+        stopped_by_timeout=len(study.trials) < int(n_trials),
+        seconds=time.perf_counter() - started,
+    )
