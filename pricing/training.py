@@ -7,11 +7,14 @@ Same data + hyper-parameters + seed → bit-identical weights.
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
+import pandas as pd
 import torch
 from torch import nn
 
@@ -145,3 +148,70 @@ def train_model(
     result.best_val_loss = best_loss
     result.best_epoch = best_epoch
     return result
+
+
+# -- reading the preprocess stage's outputs ------------------------------------------------
+@dataclass
+class SplitData:
+    """One split of ``preprocess@<sc>``: model input, raw features, target and row identifiers."""
+
+    x: pd.DataFrame  # transformed features, columns == feature_names
+    x_raw: pd.DataFrame  # engineered features before transformation (unit_price, is_registered, …)
+    y: pd.DataFrame  # quantity, log1p_quantity
+    meta: pd.DataFrame | None
+
+
+def read_feature_names(layout, stockcode: str) -> list[str]:
+    path = layout.feature_names(stockcode)
+    if not path.exists():
+        raise DataValidationError(f"{path} is missing: run preprocess@{stockcode} first")
+    names = json.loads(path.read_text())
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+        raise DataValidationError(f"{path} must be a non-empty JSON list of feature names")
+    return names
+
+
+def load_split(layout, stockcode: str, split: str, feature_names: list[str]) -> SplitData:
+    """Read and check one split written by ``preprocess@<stockcode>``."""
+    def read(path, required: bool = True):
+        if not path.exists():
+            if required:
+                raise DataValidationError(f"{path} is missing: run preprocess@{stockcode} first")
+            return None
+        return pd.read_parquet(path)
+
+    x = read(layout.split_features(stockcode, split, transformed=True))
+    x_raw = read(layout.split_features(stockcode, split, transformed=False))
+    y = read(layout.split_target(stockcode, split))
+    meta = read(layout.split_meta(stockcode, split), required=False)
+    if list(x.columns) != list(feature_names):
+        missing = [n for n in feature_names if n not in x.columns]
+        extra = [c for c in x.columns if c not in feature_names]
+        raise DataValidationError(
+            f"X_{split} columns differ from feature_names.json (missing {missing}, extra {extra}, "
+            "or a different order)"
+        )
+    for column in ("quantity", "log1p_quantity"):
+        if column not in y.columns:
+            raise DataValidationError(f"y_{split} lacks column {column!r}")
+    if "unit_price" not in x_raw.columns:
+        raise DataValidationError(f"X_{split}_raw lacks column 'unit_price'")
+    lengths = {len(x), len(x_raw), len(y)} | ({len(meta)} if meta is not None else set())
+    if len(lengths) != 1:
+        raise DataValidationError(f"{split} files have different row counts: {sorted(lengths)}")
+    if len(x) == 0:
+        raise DataValidationError(f"the {split} split of {stockcode} is empty")
+    if not np.isfinite(x.to_numpy(dtype=np.float64)).all():
+        raise DataValidationError(f"X_{split} contains NaN or infinite values")
+    return SplitData(
+        x=x.reset_index(drop=True), x_raw=x_raw.reset_index(drop=True),
+        y=y.reset_index(drop=True), meta=None if meta is None else meta.reset_index(drop=True),
+    )
+
+
+def file_md5(path) -> str:
+    digest = hashlib.md5()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -16,6 +16,9 @@ from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardSc
 
 from pricing.errors import DataValidationError
 
+# Row identifiers: kept for lineage, never model input (they would let a model memorise rows).
+IDENTIFIER_COLUMNS = ("invoice_no", "customer_id", "stockcode", "invoice_date", "description")
+
 
 def as_int64(values: pd.DataFrame) -> pd.DataFrame:
     """Categories as int64: one dtype for every source (str '1', int8 1, float 1.0)."""
@@ -39,6 +42,9 @@ def build_transformer(numeric: Sequence[str], categorical: Sequence[str]) -> Col
 
 
 def check_feature_columns(frame: pd.DataFrame, numeric: Sequence[str], categorical: Sequence[str]) -> None:
+    identifiers = [name for name in (*numeric, *categorical) if name in IDENTIFIER_COLUMNS]
+    if identifiers:
+        raise DataValidationError(f"identifier column(s) cannot be model features: {', '.join(identifiers)}")
     missing = [name for name in (*numeric, *categorical) if name not in frame.columns]
     if missing:
         raise DataValidationError(f"feature column(s) not in the processed data: {', '.join(missing)}")
