@@ -45,6 +45,10 @@ class Layout:
     def drift_metrics(self, stockcode: str) -> Path:
         return self.root / "metrics" / f"data_drift_{stockcode}.json"
 
+    def drift_plot(self, stockcode: str) -> Path:
+        """Per-column drift statistics as a table, so `dvc plots show` can draw them."""
+        return self.root / "plots" / f"data_drift_{stockcode}.csv"
+
     # -- per stockcode: preprocess ----------------------------------------------------
     def preprocessed_dir(self, stockcode: str) -> Path:
         return self.root / "data" / "preprocessed" / stockcode

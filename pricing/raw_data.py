@@ -59,8 +59,10 @@ def load_raw(path: Path | str, csv_datetime_format: str = "%m/%d/%Y %H:%M") -> p
     frame = _read(path, suffix)
     if frame.height == 0:
         raise DataValidationError(f"input file has no rows: {path}")
-    frame = normalise_columns(frame)
-    return coerce_types(frame, csv_datetime_format)
+    try:
+        return coerce_types(normalise_columns(frame), csv_datetime_format)
+    except DataValidationError as error:
+        raise DataValidationError(f"{path}: {error}") from error
 
 
 def _read(path: Path, suffix: str) -> pl.DataFrame:

@@ -12,7 +12,11 @@ ROOT = Path(__file__).resolve().parents[1]
 def expected_paths(layout: Layout, stockcode: str) -> dict[str, set[Path]]:
     return {
         "etl_pipeline": {layout.original_df, layout.processed_df, layout.etl_metrics},
-        f"data_drift_check@{stockcode}": {layout.drift_report(stockcode), layout.drift_metrics(stockcode)},
+        f"data_drift_check@{stockcode}": {
+            layout.drift_report(stockcode),
+            layout.drift_metrics(stockcode),
+            layout.drift_plot(stockcode),
+        },
         f"preprocess@{stockcode}": {layout.preprocessed_dir(stockcode), layout.data_metrics(stockcode)},
         f"tune_primary_model@{stockcode}": {
             layout.model_checkpoint(stockcode),

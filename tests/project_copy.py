@@ -1,0 +1,76 @@
+"""A throw-away copy of this project as its own git + DVC repo, for end-to-end runs."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+VENV_BIN = Path(sys.executable).parent
+
+
+# What a run of the lineage leaves in the work tree: never part of a fresh copy.
+RUN_PRODUCTS = ("dvc.lock", "metrics/", "plots/", "reports/", "models/", "dvc_plots/", "data/")
+PROJECT_DATA = "data/raw/"
+
+
+def project_files() -> list[str]:
+    """Source files of the project: tracked or new, but not ignored and not run products."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT, capture_output=True, check=True, text=True,
+    )
+    names = [name for name in listed.stdout.split("\0") if name]
+    return [name for name in names if name.startswith(PROJECT_DATA) or not name.startswith(RUN_PRODUCTS)]
+
+
+def run(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    """Run a command with this venv first on PATH (dvc calls `python` from dvc.yaml)."""
+    env = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}"}
+    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def make_project_copy(destination: Path, params_update: dict | None = None) -> Path:
+    """Copy the project's files (tracked or not ignored, as in the work tree) into a fresh git repo."""
+    destination.mkdir(parents=True, exist_ok=True)
+    for name in project_files():
+        source = ROOT / name
+        if source.is_file():
+            target = destination / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target)
+    if params_update:
+        update_params(destination, params_update)
+    run(["git", "init", "-q", "-b", "main"], destination)
+    run(["git", "-c", "user.name=test", "-c", "user.email=test@example.com", "add", "-A"], destination)
+    run(["git", "-c", "user.name=test", "-c", "user.email=test@example.com", "commit", "-qm", "copy"], destination)
+    return destination
+
+
+def update_params(project: Path, changes: dict) -> None:
+    """Merge ``changes`` (nested dicts) into the project's params.yaml."""
+    path = project / "params.yaml"
+    params = yaml.safe_load(path.read_text())
+
+    def merge(into: dict, new: dict) -> None:
+        for key, value in new.items():
+            if isinstance(value, dict) and isinstance(into.get(key), dict):
+                merge(into[key], value)
+            else:
+                into[key] = value
+
+    merge(params, changes)
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def stages_run(repro_output: str) -> list[str]:
+    """Names of the stages a `dvc repro` actually ran, from its output."""
+    marker = "Running stage '"
+    return [line.split(marker, 1)[1].split("'", 1)[0] for line in repro_output.splitlines() if marker in line]

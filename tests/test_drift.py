@@ -1,0 +1,449 @@
+"""pricing.drift on small hand-made sales, and the data_drift_check stage around it."""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import replace
+from datetime import date, datetime, timezone
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from scipy import stats
+
+from pricing.drift import (
+    STATUS_DRIFT,
+    STATUS_INSUFFICIENT,
+    STATUS_OK,
+    DriftConfig,
+    WindowComparison,
+    check_drift,
+    current_window_end,
+    render_report_html,
+    window_bounds,
+)
+from pricing.errors import DataValidationError
+from pricing.layout import Layout, load_params
+from stages import data_drift_check
+from stages.common import EXIT_DATA_VALIDATION, run_stage
+
+STOCKCODE = "TEST1"
+# 30 weeks of trading, Monday 2011-01-03 on; the data ends on the Friday after them, so the
+# last complete week is week 30 (2011-07-25 to 2011-08-01).
+FIRST_MONDAY = pd.Timestamp("2011-01-03")
+N_WEEKS = 30
+LAST_WEEK_END = FIRST_MONDAY + pd.Timedelta(weeks=N_WEEKS)
+DATA_END = LAST_WEEK_END + pd.Timedelta(days=4, hours=12)
+FIXED_NOW = datetime(2011, 8, 5, 13, 0, tzinfo=timezone.utc)
+
+PARAMS = {
+    "gate": "block",
+    "as_of": None,
+    "tests": {
+        "unit_price": "ks",
+        "quantity": "ks",
+        "hour": "ks",
+        "day_of_week": "chisquare",
+        "is_uk": "chisquare",
+        "is_registered": "chisquare",
+    },
+    "comparisons": {
+        "weekly": {
+            "current_weeks": 1,
+            "reference_weeks": 12,
+            "columns": ["unit_price", "quantity", "hour", "day_of_week", "is_uk"],
+            "threshold": 1e-4,
+            "drift_share": 0.1,
+            "min_current_rows": 15,
+            "min_reference_rows": 100,
+        },
+        "monthly": {
+            "current_weeks": 4,
+            "reference_weeks": 12,
+            "columns": ["is_registered"],
+            "threshold": 1e-3,
+            "drift_share": 0.1,
+            "min_current_rows": 40,
+            "min_reference_rows": 100,
+        },
+    },
+}
+
+
+def make_sales(n_weeks: int = N_WEEKS, lines_per_day: int = 8, seed: int = 0) -> pd.DataFrame:
+    """A steady product: the same price points, quantities, hours and buyers every week."""
+    rng = np.random.default_rng(seed)
+    days = [
+        FIRST_MONDAY + pd.Timedelta(days=d)
+        for d in range(7 * n_weeks)
+        if (FIRST_MONDAY + pd.Timedelta(days=d)).dayofweek != 5  # closed on Saturdays
+    ]
+    n = len(days) * lines_per_day
+    day = np.repeat(np.array(days, dtype="datetime64[ns]"), lines_per_day)
+    hour = rng.integers(8, 18, n)
+    dates = pd.to_datetime(day) + pd.to_timedelta(hour, unit="h") + pd.to_timedelta(rng.integers(0, 60, n), unit="min")
+    return pd.DataFrame(
+        {
+            "stockcode": STOCKCODE,
+            "invoice_date": dates,
+            "unit_price": rng.choice([2.55, 2.95, 3.25], n, p=[0.5, 0.3, 0.2]),
+            "quantity": rng.choice([1, 2, 3, 4, 6, 12, 24, 32], n),
+            "hour": hour.astype("int8"),
+            "day_of_week": dates.dayofweek.astype("int8"),
+            "is_uk": (rng.random(n) < 0.9).astype("int8"),
+            "is_registered": (rng.random(n) < 0.8).astype("int8"),
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def config() -> DriftConfig:
+    return DriftConfig.from_params(PARAMS)
+
+
+@pytest.fixture(scope="module")
+def sales() -> pd.DataFrame:
+    return make_sales()
+
+
+def run_check(rows, config, **kwargs):
+    span = {"data_start": FIRST_MONDAY, "data_end": DATA_END, "now": FIXED_NOW}
+    return check_drift(rows, STOCKCODE, config, **{**span, **kwargs})
+
+
+def in_last_weeks(rows: pd.DataFrame, n_weeks: int) -> pd.Series:
+    return rows["invoice_date"] >= LAST_WEEK_END - pd.Timedelta(weeks=n_weeks)
+
+
+@pytest.fixture(scope="module")
+def steady(sales, config):
+    return run_check(sales, config)
+
+
+# -- configuration -----------------------------------------------------------------------
+def test_the_project_params_are_a_valid_drift_config():
+    config = DriftConfig.from_params(load_params(Layout().root)["drift"])
+    assert config.gate in ("block", "warn")
+    assert {c.name for c in config.comparisons} >= {"weekly"}
+
+
+def test_config_reads_every_key(config):
+    weekly, monthly = config.comparisons
+    assert weekly == WindowComparison(
+        name="weekly",
+        current_weeks=1,
+        reference_weeks=12,
+        columns=("unit_price", "quantity", "hour", "day_of_week", "is_uk"),
+        threshold=1e-4,
+        drift_share=0.1,
+        min_current_rows=15,
+        min_reference_rows=100,
+    )
+    assert monthly.columns == ("is_registered",)
+    assert config.columns == ["unit_price", "quantity", "hour", "day_of_week", "is_uk", "is_registered"]
+    assert config.as_of is None and config.gate == "block"
+
+
+def _with(path: str, value):
+    params = yaml.safe_load(yaml.safe_dump(PARAMS))
+    *parents, key = path.split(".")
+    node = params
+    for parent in parents:
+        node = node[parent]
+    if value is KeyError:
+        del node[key]
+    else:
+        node[key] = value
+    return params
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "message"),
+    [
+        ("gate", "stop", "drift.gate"),
+        ("tests.unit_price", "wasserstein_typo", "unsupported stat test"),
+        ("comparisons.weekly.columns", ["unit_price", "basket"], "no stat test in drift.tests for basket"),
+        ("comparisons.weekly.columns", [], "columns is empty"),
+        ("comparisons.weekly.threshold", 1.5, "threshold must be a p-value"),
+        ("comparisons.weekly.drift_share", 0, "drift_share must be in"),
+        ("comparisons.weekly.current_weeks", 0, "current_weeks must be a positive integer"),
+        ("comparisons.monthly.min_reference_rows", "many", "min_reference_rows must be a positive integer"),
+        ("comparisons.weekly.reference_weeks", KeyError, "'reference_weeks' is missing"),
+        ("tests", KeyError, "'tests' is missing"),
+        ("comparisons", {}, "comparisons is empty"),
+        ("as_of", "last friday", "drift.as_of must be an ISO date"),
+    ],
+)
+def test_bad_params_name_the_problem(path, value, message):
+    with pytest.raises(DataValidationError, match=message):
+        DriftConfig.from_params(_with(path, value))
+
+
+def test_a_missing_drift_section_is_a_validation_error():
+    with pytest.raises(DataValidationError, match="'drift' section"):
+        DriftConfig.from_params(None)
+
+
+def test_as_of_accepts_a_yaml_date():
+    assert DriftConfig.from_params(_with("as_of", date(2011, 7, 31))).as_of == date(2011, 7, 31)
+    assert DriftConfig.from_params(_with("as_of", "2011-07-31")).as_of == date(2011, 7, 31)
+
+
+# -- windows -----------------------------------------------------------------------------
+def test_the_current_week_is_the_last_complete_one():
+    friday_noon = pd.Timestamp("2011-12-09 12:50")
+    assert current_window_end(friday_noon) == pd.Timestamp("2011-12-05")  # the week of 28 Nov
+    sunday_night = pd.Timestamp("2011-12-04 23:59")
+    assert current_window_end(sunday_night) == pd.Timestamp("2011-11-28")  # Sunday may not be over
+    assert current_window_end(pd.Timestamp("2011-12-05 00:00")) == pd.Timestamp("2011-12-05")
+
+
+def test_as_of_picks_the_last_complete_week_on_or_before_that_day():
+    data_end = pd.Timestamp("2011-12-09 12:50")
+    assert current_window_end(data_end, date(2011, 11, 27)) == pd.Timestamp("2011-11-28")  # a Sunday
+    assert current_window_end(data_end, date(2011, 11, 26)) == pd.Timestamp("2011-11-21")
+    # A date past the data cannot make the final, partial week complete.
+    assert current_window_end(data_end, date(2012, 1, 1)) == pd.Timestamp("2011-12-05")
+
+
+def test_window_bounds_are_whole_weeks_back_to_back(config):
+    weekly, monthly = config.comparisons
+    end = pd.Timestamp("2011-12-05")
+    bounds = window_bounds(end, weekly)
+    assert (bounds.reference_start, bounds.current_start) == (pd.Timestamp("2011-09-05"), pd.Timestamp("2011-11-28"))
+    bounds = window_bounds(end, monthly)
+    assert (bounds.reference_start, bounds.current_start) == (pd.Timestamp("2011-08-15"), pd.Timestamp("2011-11-07"))
+
+
+# -- verdicts ----------------------------------------------------------------------------
+def test_steady_sales_do_not_drift(steady):
+    result = steady.result
+    assert result["status"] == STATUS_OK and result["drift_detected"] is False
+    assert result["n_drifted_columns"] == 0 and result["share_drifted_columns"] == 0.0
+    assert set(steady.snapshots) == {"weekly", "monthly"}
+
+
+def test_the_verdict_is_json_with_every_field_the_gate_and_dvc_read(steady, config):
+    result = json.loads(json.dumps(steady.result, allow_nan=False))
+    for key in (
+        "stockcode", "status", "drift_detected", "gate", "n_drifted_columns", "share_drifted_columns",
+        "columns", "comparisons", "timestamp", "current_end",
+    ):
+        assert key in result, key
+    assert result["stockcode"] == STOCKCODE and result["gate"] == "block"
+    assert result["timestamp"] == FIXED_NOW.isoformat()
+    assert result["current_end"] == LAST_WEEK_END.isoformat()
+    assert result["columns"]["is_registered"] == {
+        "test": "chisquare", "drifted": False, "compared_in": ["monthly"], "drifted_in": [],
+    }
+    weekly = result["comparisons"]["weekly"]
+    assert weekly["current"] == {
+        "start": (LAST_WEEK_END - pd.Timedelta(weeks=1)).isoformat(),
+        "end": LAST_WEEK_END.isoformat(),
+        "rows": 6 * 8,
+    }
+    assert weekly["reference"]["rows"] == 12 * 6 * 8
+    assert set(weekly["columns"]) == set(config.comparisons[0].columns)
+    for column in weekly["columns"].values():
+        assert set(column) == {"test", "statistic", "p_value", "threshold", "drifted"}
+        assert column["threshold"] == 1e-4
+
+
+def test_p_values_are_evidentlys_and_match_the_textbook_tests(sales, steady):
+    weekly = steady.result["comparisons"]["weekly"]["columns"]
+    current = sales[(sales["invoice_date"] >= LAST_WEEK_END - pd.Timedelta(weeks=1))]
+    reference = sales[
+        (sales["invoice_date"] >= LAST_WEEK_END - pd.Timedelta(weeks=13))
+        & (sales["invoice_date"] < LAST_WEEK_END - pd.Timedelta(weeks=1))
+    ]
+    expected = stats.ks_2samp(reference["quantity"], current["quantity"])
+    assert weekly["quantity"]["p_value"] == pytest.approx(expected.pvalue)
+    assert weekly["quantity"]["statistic"] == pytest.approx(expected.statistic)
+
+
+def test_a_price_rise_in_the_current_week_is_drift(sales, config):
+    raised = sales.assign(unit_price=sales["unit_price"].where(~in_last_weeks(sales, 1), sales["unit_price"] * 1.3))
+    result = run_check(raised, config).result
+    assert result["status"] == STATUS_DRIFT and result["drift_detected"] is True
+    assert result["columns"]["unit_price"]["drifted_in"] == ["weekly"]
+    weekly = result["comparisons"]["weekly"]
+    assert weekly["drift_detected"] and weekly["columns"]["unit_price"]["drifted"]
+    assert weekly["columns"]["unit_price"]["p_value"] < 1e-4
+    assert weekly["n_drifted_columns"] >= 1 and weekly["share_drifted_columns"] >= 0.2
+    assert result["n_drifted_columns"] >= 1
+
+
+def test_losing_every_unregistered_buyer_is_drift_within_a_month(sales, config):
+    registered_only = sales.loc[~(in_last_weeks(sales, 4) & (sales["is_registered"] == 0))]
+    result = run_check(registered_only, config).result
+    assert result["drift_detected"] is True
+    assert result["comparisons"]["monthly"]["columns"]["is_registered"]["drifted"]
+    assert result["columns"]["is_registered"]["drifted_in"] == ["monthly"]
+
+
+def test_drift_in_one_comparison_is_drift_of_the_product(sales, config):
+    raised = sales.assign(unit_price=sales["unit_price"].where(~in_last_weeks(sales, 1), sales["unit_price"] * 1.3))
+    result = run_check(raised, config).result
+    assert result["comparisons"]["monthly"]["status"] == STATUS_OK
+    assert result["status"] == STATUS_DRIFT
+
+
+# -- windows too small to judge ----------------------------------------------------------
+def test_an_empty_current_week_is_insufficient_data_not_a_crash(sales, config):
+    quiet_last_week = sales.loc[~in_last_weeks(sales, 1)]
+    result = run_check(quiet_last_week, config).result
+    weekly = result["comparisons"]["weekly"]
+    assert weekly["status"] == STATUS_INSUFFICIENT and weekly["drift_detected"] is False
+    assert weekly["current"]["rows"] == 0 and "fewer than min_current_rows=15" in weekly["reason"]
+    assert weekly["columns"] == {}
+    assert result["status"] == STATUS_INSUFFICIENT and result["drift_detected"] is False
+
+
+def test_a_thin_reference_is_insufficient_data(config):
+    young_product = make_sales(n_weeks=N_WEEKS).loc[lambda f: f["invoice_date"] >= LAST_WEEK_END - pd.Timedelta(weeks=3)]
+    result = run_check(young_product, config).result
+    for comparison in result["comparisons"].values():
+        assert comparison["status"] == STATUS_INSUFFICIENT
+    assert "min_reference_rows" in result["comparisons"]["weekly"]["reason"]
+    assert result["drift_detected"] is False
+
+
+def test_a_current_week_before_the_data_starts_is_insufficient_data(sales, config):
+    # The data begins on the Wednesday of the current week: that week is not whole.
+    late_start = LAST_WEEK_END - pd.Timedelta(days=5)
+    result = run_check(sales, config, data_start=late_start).result
+    assert "before the data does" in result["comparisons"]["weekly"]["reason"]
+    assert result["status"] == STATUS_INSUFFICIENT
+
+
+def test_the_final_partial_week_is_never_judged(sales, config):
+    # Sales in the unfinished week after the last complete one do not enter any window.
+    partial = sales.iloc[:20].assign(invoice_date=LAST_WEEK_END + pd.Timedelta(days=1), unit_price=99.0)
+    result = run_check(pd.concat([sales, partial], ignore_index=True), config).result
+    assert result["status"] == STATUS_OK
+    assert result["comparisons"]["weekly"]["current"]["end"] == LAST_WEEK_END.isoformat()
+
+
+def test_no_rows_with_a_known_data_span_is_insufficient_data(sales, config):
+    result = run_check(sales.iloc[0:0], config).result
+    assert result["status"] == STATUS_INSUFFICIENT and result["rows"] == 0
+
+
+def test_as_of_moves_the_current_window_back(sales, config):
+    result = run_check(sales, replace(config, as_of=date(2011, 7, 10))).result  # a Sunday
+    assert result["current_end"] == pd.Timestamp("2011-07-11").isoformat()
+    assert result["as_of"] == "2011-07-10"
+
+
+# -- bad input ---------------------------------------------------------------------------
+def test_missing_columns_are_named(sales, config):
+    with pytest.raises(DataValidationError, match="missing column.*hour, is_uk"):
+        run_check(sales.drop(columns=["hour", "is_uk"]), config)
+
+
+def test_null_values_are_refused(sales, config):
+    with pytest.raises(DataValidationError, match="null values in quantity"):
+        run_check(sales.assign(quantity=sales["quantity"].astype("float").where(sales.index != 3)), config)
+
+
+def test_dates_must_be_datetimes(sales, config):
+    with pytest.raises(DataValidationError, match="not a datetime"):
+        run_check(sales.assign(invoice_date=sales["invoice_date"].astype(str)), config)
+
+
+def test_rows_of_another_product_are_refused(sales, config):
+    with pytest.raises(DataValidationError, match="other stockcodes too \\(OTHER\\)"):
+        run_check(sales.assign(stockcode=np.where(sales.index == 0, "OTHER", STOCKCODE)), config)
+
+
+def test_no_rows_and_no_data_span_is_a_validation_error(sales, config):
+    with pytest.raises(DataValidationError, match="no rows"):
+        check_drift(sales.iloc[0:0], STOCKCODE, config)
+
+
+def test_without_a_data_span_the_products_own_dates_place_the_windows(sales, config):
+    result = check_drift(sales, STOCKCODE, config, now=FIXED_NOW).result
+    # The product's last sale is a Sunday evening: that week may not be over.
+    assert result["current_end"] == (LAST_WEEK_END - pd.Timedelta(weeks=1)).isoformat()
+
+
+# -- the HTML report ---------------------------------------------------------------------
+def test_the_report_is_one_page_with_every_comparison(sales, config):
+    quiet_last_week = sales.loc[~in_last_weeks(sales, 1)]
+    check = run_check(quiet_last_week, config)
+    page = render_report_html(check)
+    assert page.lstrip().lower().startswith("<!doctype html>")
+    assert "weekly: insufficient_data" in page and "Not judged" in page
+    assert "monthly: ok" in page
+    # Evidently's own widgets for the judged comparison, and its ~4 MB JavaScript bundle once.
+    assert "is_registered" in page
+    assert len(page) < 1.2 * len(check.snapshots["monthly"].get_html_str(as_iframe=False))
+
+
+# -- the stage ---------------------------------------------------------------------------
+@pytest.fixture
+def project(tmp_path, monkeypatch, sales):
+    """A project root holding params.yaml and a processed_df of two products; the other one
+    sells on into the unfinished week after the last complete one."""
+    other = make_sales(n_weeks=N_WEEKS + 1, seed=1).assign(stockcode="OTHER")
+    other = other.loc[other["invoice_date"] <= DATA_END]
+    processed = pd.concat([sales, other], ignore_index=True).assign(invoice_no="500000", description="x")
+    layout = Layout(tmp_path)
+    layout.processed_df.parent.mkdir(parents=True)
+    processed.to_parquet(layout.processed_df)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"drift": PARAMS}, sort_keys=False))
+    monkeypatch.chdir(tmp_path)
+    return layout
+
+
+def _outputs(layout: Layout, stockcode: str):
+    return [layout.drift_report(stockcode), layout.drift_metrics(stockcode)]
+
+
+def test_the_stage_writes_the_report_and_the_verdict(project):
+    run_stage(data_drift_check.main, [STOCKCODE])
+    verdict = json.loads(project.drift_metrics(STOCKCODE).read_text())
+    assert verdict["stockcode"] == STOCKCODE and verdict["status"] == STATUS_OK
+    # The whole data set, not the product's last sale, says which week is complete.
+    assert verdict["current_end"] == LAST_WEEK_END.isoformat()
+    assert "<html" in project.drift_report(STOCKCODE).read_text()[:2000].lower()
+
+
+def test_the_stage_exits_zero_on_drift(project):
+    processed = pd.read_parquet(project.processed_df)
+    mine = (processed["stockcode"] == STOCKCODE) & in_last_weeks(processed, 1)
+    processed.loc[mine, "unit_price"] *= 1.3
+    processed.to_parquet(project.processed_df)
+    run_stage(data_drift_check.main, [STOCKCODE])  # no SystemExit
+    assert json.loads(project.drift_metrics(STOCKCODE).read_text())["drift_detected"] is True
+
+
+def test_a_lower_case_stockcode_finds_the_product(project):
+    run_stage(data_drift_check.main, [STOCKCODE.lower()])
+    assert json.loads(project.drift_metrics(STOCKCODE.lower()).read_text())["stockcode"] == STOCKCODE
+
+
+@pytest.mark.parametrize(
+    ("break_input", "message"),
+    [
+        (lambda layout: None, "unknown stockcode 'NOPE'"),
+        (lambda layout: layout.processed_df.unlink(), "processed data not found"),
+        (
+            lambda layout: pd.read_parquet(layout.processed_df).drop(columns=["is_uk"]).to_parquet(layout.processed_df),
+            "missing column\\(s\\) is_uk",
+        ),
+        (lambda layout: (layout.root / "params.yaml").write_text("drift: {gate: block}\n"), "'tests' is missing"),
+    ],
+)
+def test_bad_input_exits_non_zero_with_one_line_and_writes_nothing(project, capsys, break_input, message):
+    stockcode = "NOPE" if "NOPE" in message else STOCKCODE
+    break_input(project)
+    with pytest.raises(SystemExit) as exit_info:
+        run_stage(data_drift_check.main, [stockcode])
+    assert exit_info.value.code == EXIT_DATA_VALIDATION
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1
+    assert re.search(message, error), error
+    for path in _outputs(project, stockcode):
+        assert not path.exists()
