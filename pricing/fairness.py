@@ -103,7 +103,10 @@ def group_metrics(y_true, y_pred, groups) -> dict[str, dict[str, Any]]:
     frame = MetricFrame(metrics=GROUP_METRICS, y_true=y_true, y_pred=y_pred, sensitive_features=pd.Series(groups, name="group"))
     table = frame.by_group
     return {
-        str(group): {name: _clean(table.loc[group, name]) for name in GROUP_METRICS}
+        str(group): {
+            name: int(table.loc[group, name]) if name == "count" else _clean(table.loc[group, name])
+            for name in GROUP_METRICS
+        }
         for group in table.index
     }
 
@@ -224,7 +227,7 @@ def assess(
         "passed": not reasons,
         "reasons": reasons,
         "sensitive_attribute": attribute,
-        "privileged_group": _clean(privileged_group) if isinstance(privileged_group, (int, float, np.number)) else privileged_group,
+        "privileged_group": privileged_group.item() if isinstance(privileged_group, np.generic) else privileged_group,
         "unprivileged_values": unpriv_values,
         "min_group_count": int(min_group_count),
         "n_rows": int(len(y_true)),

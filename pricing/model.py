@@ -25,7 +25,13 @@ class DemandNet(nn.Module):
     """``n_features`` → [Linear → (BatchNorm) → ReLU → Dropout] × len(hidden_units) → Linear(1).
 
     ``forward`` returns shape ``(n, 1)`` (what SHAP's explainers expect); ``predict_log``
-    returns a flat NumPy array.
+    clips the inputs to the training range first and returns a flat NumPy array.
+
+    Input clipping: a ReLU network extrapolates linearly, and the heavy-tailed scaled
+    features (spend, price squared, …) reach values far outside anything seen in training
+    on newer data, which gave absurd quantities. The buffers ``input_min``/``input_max``
+    (set with ``set_input_range`` from the train split, saved in the state dict) bound
+    every input to the train range.
     """
 
     def __init__(
@@ -58,6 +64,20 @@ class DemandNet(nn.Module):
             width = int(units)
         layers.append(nn.Linear(width, 1))
         self.net = nn.Sequential(*layers)
+        self.register_buffer("input_min", torch.full((n_features,), float("-inf")))
+        self.register_buffer("input_max", torch.full((n_features,), float("inf")))
+
+    def set_input_range(self, x_train: np.ndarray) -> "DemandNet":
+        """Bound future inputs to the per-feature min/max of ``x_train``."""
+        x = torch.as_tensor(np.asarray(x_train, dtype=np.float32))
+        self.input_min.copy_(x.min(dim=0).values)
+        self.input_max.copy_(x.max(dim=0).values)
+        return self
+
+    def clip_inputs(self, x: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """``x`` as a float32 tensor, each feature clipped to the training range."""
+        tensor = torch.as_tensor(np.asarray(x, dtype=np.float32))
+        return torch.maximum(torch.minimum(tensor, self.input_max), self.input_min)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -67,8 +87,7 @@ class DemandNet(nn.Module):
         """Predictions on the ``log1p(quantity)`` scale, in eval mode, as a 1-D float64 array."""
         was_training = self.training
         self.eval()
-        tensor = torch.as_tensor(np.asarray(x, dtype=np.float32))
-        out = self(tensor).reshape(-1).double().numpy()
+        out = self(self.clip_inputs(x)).reshape(-1).double().numpy()
         self.train(was_training)
         return out
 

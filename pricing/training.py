@@ -130,12 +130,12 @@ def train_model(
             opt.step()
             total += float(loss.item()) * len(idx)
         train_loss = total / n
+        result.train_losses.append(train_loss)
+        result.epochs_run = epoch + 1
         val_loss = evaluate_loss(model, xv, yv)
         if not np.isfinite(val_loss):
             val_loss = float("inf")
-        result.train_losses.append(train_loss)
         result.val_losses.append(val_loss)
-        result.epochs_run = epoch + 1
         if val_loss < best_loss:
             best_loss, best_epoch = val_loss, epoch
             best_state = copy.deepcopy(model.state_dict())

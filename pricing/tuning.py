@@ -103,6 +103,9 @@ def tune(
         if not np.isfinite(arr).all():
             raise DataValidationError(f"{name} features contain NaN or infinite values")
 
+    # the network bounds its inputs to the train range (see DemandNet); validate on that too
+    x_val = np.clip(x_val, x_train.min(axis=0), x_train.max(axis=0))
+
     sampler = optuna.samplers.TPESampler(seed=int(seed))
     pruner = optuna.pruners.MedianPruner(
         n_startup_trials=int(pruner_startup_trials), n_warmup_steps=int(pruner_warmup_epochs)
@@ -117,6 +120,7 @@ def tune(
         trial_seed = int(seed) + trial.number
         seed_everything(trial_seed, threads)
         model = DemandNet(n_features, hp["hidden_units"], hp["dropouts"], hp["batch_norm"])
+        model.set_input_range(x_train)
 
         def report(epoch: int, val_loss: float) -> None:
             trial.report(val_loss, epoch)

@@ -14,7 +14,7 @@ VENV_BIN = Path(sys.executable).parent
 
 
 # What a run of the lineage leaves in the work tree: never part of a fresh copy.
-RUN_PRODUCTS = ("dvc.lock", "metrics/", "plots/", "reports/", "models/", "dvc_plots/", "data/")
+RUN_PRODUCTS = ("dvc.lock", "metrics/", "plots/", "reports/", "models/", "dvc_plots/", "registry/", "data/")
 PROJECT_DATA = "data/raw/"
 
 
@@ -49,9 +49,16 @@ def make_project_copy(destination: Path, params_update: dict | None = None) -> P
     if params_update:
         update_params(destination, params_update)
     run(["git", "init", "-q", "-b", "main"], destination)
+    # The copy pushes to a remote of its own, not the user's default one (config.local is untracked).
+    run([str(VENV_BIN / "dvc"), "remote", "modify", "--local", "local", "url", str(remote_dir(destination))], destination)
     run(["git", "-c", "user.name=test", "-c", "user.email=test@example.com", "add", "-A"], destination)
     run(["git", "-c", "user.name=test", "-c", "user.email=test@example.com", "commit", "-qm", "copy"], destination)
     return destination
+
+
+def remote_dir(project: Path) -> Path:
+    """The DVC remote folder of a copy made by ``make_project_copy``."""
+    return project.parent / f"{project.name}-dvc-remote"
 
 
 def update_params(project: Path, changes: dict) -> None:

@@ -1,0 +1,1 @@
+"""Benchmarks of the lineage (``python -m bench.<name>``), with the references they measure against."""

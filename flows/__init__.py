@@ -1,0 +1,1 @@
+"""Prefect flows of the lineage (tasks composed; no DVC or domain logic of their own)."""

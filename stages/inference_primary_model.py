@@ -1,0 +1,126 @@
+"""dvc stage `inference_primary_model@<stockcode>`: test metrics, predictions and SHAP.
+
+Loads the checkpoint safely (CPU, weights only), refuses one whose feature names or
+transformer hash differ from the current preprocess outputs, predicts every test row, and
+explains the predictions with DeepSHAP against a seeded background of train rows.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from pricing.baselines import baseline_metrics
+from pricing.errors import DataValidationError
+from pricing.evaluation import quantity_from_log, regression_metrics
+from pricing.explain import beeswarm_points, explain, importance
+from pricing.layout import Layout, load_params
+from pricing.model import load_checkpoint, model_version
+from pricing.training import file_md5, load_split, read_feature_names, seed_everything
+from stages.common import atomic_path, run_stage, stockcode_arg, write_json
+
+
+def write_parquet(frame: pd.DataFrame, target) -> None:
+    with atomic_path(target) as tmp:
+        frame.to_parquet(tmp, index=False)
+
+
+def write_csv(frame: pd.DataFrame, target) -> None:
+    with atomic_path(target) as tmp:
+        frame.to_csv(tmp, index=False, float_format="%.6g")
+
+
+def main(argv: list[str]) -> None:
+    stockcode = stockcode_arg(argv)
+    layout = Layout()
+    params = load_params(layout.root)
+    seed, cfg = int(params["seed"]), params["inference"]
+    attribute = params["risk"]["sensitive_attribute"]
+    seed_everything(seed, params.get("tune", {}).get("torch_threads", 1))
+
+    checkpoint_path = layout.model_checkpoint(stockcode)
+    if not checkpoint_path.exists():
+        raise DataValidationError(f"{checkpoint_path} is missing: run tune_primary_model@{stockcode} first")
+    data = checkpoint_path.read_bytes()
+    model, payload = load_checkpoint(checkpoint_path)
+    names = read_feature_names(layout, stockcode)
+    if payload["feature_names"] != names:
+        raise DataValidationError("the checkpoint's feature names differ from feature_names.json: re-tune")
+    transformer_md5 = file_md5(layout.transformer(stockcode))
+    if payload["transformer_md5"] != transformer_md5:
+        raise DataValidationError(
+            f"the checkpoint expects transformer md5 {payload['transformer_md5']}, found {transformer_md5}: re-tune"
+        )
+    train = load_split(layout, stockcode, "train", names)
+    test = load_split(layout, stockcode, "test", names)
+    if attribute not in test.x_raw.columns:
+        raise DataValidationError(f"sensitive attribute {attribute!r} is not among the raw test features")
+
+    pred_log = model.predict_log(test.x)  # every test row, in one pass
+    y_pred = quantity_from_log(pred_log)
+    y_true = test.y["quantity"].to_numpy()
+    metrics = regression_metrics(y_true, y_pred)
+    baselines = baseline_metrics(
+        train.x_raw["unit_price"], train.y["quantity"], test.x_raw["unit_price"], test.y["quantity"]
+    )
+
+    results = pd.DataFrame({
+        "y_true": y_true,
+        "y_pred": y_pred,
+        "y_pred_log1p": np.clip(pred_log, 0.0, None),
+        "unit_price": test.x_raw["unit_price"].to_numpy(dtype=np.float64),
+        attribute: test.x_raw[attribute].to_numpy(),
+    })
+    if test.meta is not None:
+        for column in ("invoice_no", "invoice_date", "customer_id"):
+            if column in test.meta.columns:
+                results[column] = test.meta[column].to_numpy()
+
+    explanation = explain(
+        model,
+        model.clip_inputs(train.x).numpy(),
+        model.clip_inputs(test.x).numpy(),  # what the network actually sees
+        names,
+        seed=seed,
+        background_size=int(cfg["shap_background_size"]),
+        max_rows=cfg.get("shap_max_rows"),
+    )
+    explained_inputs = pd.DataFrame(
+        model.clip_inputs(test.x).numpy()[explanation.row_index], columns=names
+    )
+    shap_frame = explanation.values.copy()
+    shap_frame.insert(0, "test_row", explanation.row_index)
+    ranking = importance(explanation.values)
+    points = beeswarm_points(explanation.values, explained_inputs, cfg.get("beeswarm_top_features"))
+
+    payload_out = {
+        "stockcode": stockcode,
+        "split": "test",
+        **metrics,  # mse (log scale), mae, rmsle (quantity scale), n_rows
+        "model_version": model_version(data, stockcode),
+        "baselines": baselines,
+        "shap": {
+            "explainer": "DeepExplainer",
+            "output_scale": "log1p(quantity)",
+            "background_size": explanation.background_size,
+            "explained_rows": int(len(explanation.row_index)),
+            "expected_value": explanation.expected_value,
+            "max_additivity_error": explanation.max_additivity_error,
+            "top_features": ranking["feature"].head(5).tolist(),
+        },
+    }
+    write_parquet(results, layout.inference_results(stockcode))
+    write_parquet(shap_frame, layout.shap_values(stockcode))
+    write_csv(ranking, layout.shap_importance(stockcode))
+    write_csv(points, layout.shap_beeswarm(stockcode))
+    write_json(layout.test_metrics(stockcode), payload_out)
+    print(
+        f"inference_primary_model@{stockcode}: {metrics['n_rows']} test rows, rmsle {metrics['rmsle']:.4f}, "
+        f"mae {metrics['mae']:.2f}, log-mse {metrics['mse']:.4f} (baselines: train median "
+        f"{baselines['train_median']['rmsle']:.4f}, price median {baselines['price_median']['rmsle']:.4f}); "
+        f"top SHAP features: {', '.join(ranking['feature'].head(3))}",
+        flush=True,
+    )
+
+
+if __name__ == "__main__":
+    run_stage(main)

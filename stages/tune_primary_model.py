@@ -1,0 +1,101 @@
+"""dvc stage `tune_primary_model@<stockcode>`: Optuna search for the demand network, scored on val.
+
+Writes the best network's checkpoint (weights, hyper-parameters, feature names, the md5 of
+the transformer it expects), the validation metrics beside the two naive baselines, and the
+trial history (a DVC plot). The test split is not read here.
+"""
+from __future__ import annotations
+
+import csv
+from datetime import datetime, timezone
+
+import optuna
+
+from pricing.baselines import baseline_metrics
+from pricing.evaluation import quantity_from_log, regression_metrics
+from pricing.layout import Layout, load_params
+from pricing.model import checkpoint_bytes, model_version
+from pricing.training import file_md5, load_split, read_feature_names, seed_everything
+from pricing.tuning import tune
+from stages.common import atomic_path, run_stage, stockcode_arg, write_json
+
+HISTORY_FIELDS = ["trial", "state", "val_mse", "best_val_mse", "epochs_run"]
+
+
+def main(argv: list[str]) -> None:
+    stockcode = stockcode_arg(argv)
+    layout = Layout()
+    params = load_params(layout.root)
+    seed, cfg = int(params["seed"]), params["tune"]
+    threads = cfg.get("torch_threads", 1)
+    seed_everything(seed, threads)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # one progress line per trial is ours
+
+    names = read_feature_names(layout, stockcode)
+    train = load_split(layout, stockcode, "train", names)
+    val = load_split(layout, stockcode, "val", names)
+    transformer_md5 = file_md5(layout.transformer(stockcode))
+
+    print(f"tune_primary_model@{stockcode}: {len(train.x)} train / {len(val.x)} val rows, "
+          f"{len(names)} features, {cfg['n_trials']} trials (timeout {cfg.get('timeout')} s)", flush=True)
+    result = tune(
+        train.x, train.y["log1p_quantity"], val.x, val.y["log1p_quantity"],
+        seed=seed, n_trials=int(cfg["n_trials"]), num_epochs=int(cfg["num_epochs"]),
+        patience=int(cfg["patience"]), timeout=cfg.get("timeout"), space=cfg.get("space"),
+        pruner_startup_trials=int(cfg.get("pruner_startup_trials", 5)),
+        pruner_warmup_epochs=int(cfg.get("pruner_warmup_epochs", 10)),
+        threads=threads, progress=lambda line: print(line, flush=True),
+    )
+
+    data = checkpoint_bytes(result.model, result.hparams, names, transformer_md5, stockcode)
+    version = model_version(data, stockcode)
+    val_pred = quantity_from_log(result.model.predict_log(val.x))
+    metrics = regression_metrics(val.y["quantity"], val_pred)
+    baselines = baseline_metrics(
+        train.x_raw["unit_price"], train.y["quantity"], val.x_raw["unit_price"], val.y["quantity"]
+    )
+    hp = result.hparams
+    payload = {
+        "stockcode": stockcode,
+        "split": "val",
+        **metrics,  # mse (log scale), mae, rmsle (quantity scale), n_rows
+        "model_version": version,
+        "hparams": hp,
+        "optimizer": hp["optimizer"],
+        "batch_size": hp["batch_size"],
+        "lr": hp["lr"],
+        "baselines": baselines,
+        "tuning": {
+            "seed": seed,
+            "n_trials": int(cfg["n_trials"]),
+            "complete": result.n_complete,
+            "pruned": result.n_pruned,
+            "failed": result.n_failed,
+            "best_trial": result.best_trial,
+            "stopped_by_timeout": result.stopped_by_timeout,
+            "seconds": round(result.seconds, 2),
+        },
+        "transformer_md5": transformer_md5,
+        "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+    with atomic_path(layout.model_checkpoint(stockcode)) as tmp:
+        tmp.write_bytes(data)
+    with atomic_path(layout.tuning_history(stockcode)) as tmp:
+        with tmp.open("w", newline="") as handle:
+            param_fields = sorted({k for row in result.history for k in row} - set(HISTORY_FIELDS))
+            writer = csv.DictWriter(handle, fieldnames=HISTORY_FIELDS + param_fields, restval="")
+            writer.writeheader()
+            for row in result.history:
+                writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
+    write_json(layout.val_metrics(stockcode), payload)
+    print(
+        f"tune_primary_model@{stockcode}: best trial #{result.best_trial}, val rmsle "
+        f"{metrics['rmsle']:.4f} (baselines: train median {baselines['train_median']['rmsle']:.4f}, "
+        f"price median {baselines['price_median']['rmsle']:.4f}); {version}; {result.seconds:.1f} s",
+        flush=True,
+    )
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,0 +1,117 @@
+"""Approve or reject a candidate: read its lineage from ``dvc.lock``, push, record.
+
+The decision logic and the record format are the domain's (``pricing.registry``); this module
+only gathers what DVC and git know and does the pushing.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from prefect import task
+from prefect.context import FlowRunContext
+from prefect.tasks import exponential_backoff
+
+from pricing import registry
+from pricing.layout import Layout
+from tasks import dvcrepo
+from tasks.errors import StageCommandError
+from tasks.stage_task import RETRIES, RETRY_BACKOFF_SECONDS, RETRY_JITTER_FACTOR, retry_transient, run_logger
+from tasks.stages import lineage_stages
+
+
+def _run_info() -> dict[str, Any]:
+    context = FlowRunContext.get()
+    if context and context.flow_run:
+        return {"flow_run_id": str(context.flow_run.id), "flow_run_name": context.flow_run.name}
+    return {}
+
+
+def build_record(
+    root: Path,
+    stockcode: str,
+    decision: str,
+    metrics: dict[str, Any],
+    verdicts: dict[str, Any],
+    reasons: list[str] | None = None,
+    overrides: list[str] | None = None,
+) -> registry.Record:
+    """The registry record of the candidate the workspace holds for ``stockcode``."""
+    lock = dvcrepo.read_lock(root)
+    addresses = lineage_stages(stockcode)
+    missing = [address for address in addresses if address not in lock]
+    if missing:
+        raise StageCommandError(stockcode, f"dvc.lock has no entry for {', '.join(missing)}")
+    return registry.make_record(
+        stockcode=stockcode,
+        decision=decision,
+        model_path=Layout(Path(".")).model_checkpoint(stockcode).as_posix(),
+        stages={address: lock[address] for address in addresses},
+        git=dvcrepo.git_revision(root),
+        metrics=metrics,
+        verdicts=verdicts,
+        reasons=reasons or [],
+        overrides=overrides or [],
+        run=_run_info(),
+    )
+
+
+def push(root: Path, addresses: list[str], remote: str | None = None) -> None:
+    """``dvc push`` the outputs of ``addresses`` to the default (or named) remote."""
+    logger = run_logger()
+    args = ["push", *(["--remote", remote] if remote else []), *addresses]
+    pushed = dvcrepo.run_dvc(args, root, echo=logger.info)
+    if pushed.returncode != 0:
+        raise dvcrepo.classify_failure(" ".join(addresses), pushed)
+
+
+@task(
+    name="approve_model",
+    task_run_name="approve@{stockcode}",
+    retries=RETRIES,
+    retry_delay_seconds=exponential_backoff(backoff_factor=RETRY_BACKOFF_SECONDS),
+    retry_jitter_factor=RETRY_JITTER_FACTOR,
+    retry_condition_fn=retry_transient,
+    persist_result=False,
+)
+def approve_model(
+    root: str,
+    stockcode: str,
+    metrics: dict[str, Any],
+    verdicts: dict[str, Any],
+    overrides: list[str] | None = None,
+    remote: str | None = None,
+) -> dict[str, Any]:
+    """Push the candidate's lineage to the DVC remote, then record it as approved.
+
+    Idempotent: a candidate already approved (same model, data, code and params) is neither
+    pushed nor recorded again. Push first, record second: an approval in the record is a
+    model anyone can pull.
+    """
+    logger = run_logger()
+    project = Path(root)
+    record = build_record(project, stockcode, registry.APPROVED, metrics, verdicts, overrides=overrides)
+    current = registry.approved_model(stockcode, project)
+    if registry.same_candidate(current, record):
+        logger.info("%s: model %s is already the approved one", stockcode, record.model_version)
+        return {"record": current.__dict__, "new": False}
+    push(project, lineage_stages(stockcode), remote)
+    registry.append(project, record)
+    logger.info("%s: approved model %s and pushed its lineage", stockcode, record.model_version)
+    return {"record": record.__dict__, "new": True}
+
+
+@task(name="reject_model", task_run_name="reject@{stockcode}", persist_result=False)
+def reject_model(
+    root: str,
+    stockcode: str,
+    metrics: dict[str, Any],
+    verdicts: dict[str, Any],
+    reasons: list[str],
+    overrides: list[str] | None = None,
+) -> dict[str, Any]:
+    """Record the candidate as rejected, with its reasons. Nothing is pushed or served."""
+    project = Path(root)
+    record = build_record(project, stockcode, registry.REJECTED, metrics, verdicts, reasons, overrides)
+    added = registry.append(project, record)
+    return {"record": record.__dict__, "new": added}

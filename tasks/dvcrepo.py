@@ -1,0 +1,283 @@
+"""The DVC side of a stage task: run the CLI, read hashes, restore a lock entry, push, git rev.
+
+Everything that talks to DVC (or git) lives here, so the Prefect tasks stay thin and the
+domain never sees it. Stage commands run through the DVC CLI in a subprocess — exactly what a
+user's ``dvc repro`` does — while hashes come from DVC's Python API in-process, because a
+``dvc status`` subprocess per stage would cost more than the no-op run it serves.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import subprocess
+import sys
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from stages.common import DATA_VALIDATION_MARKER, DRIFT_GATE_MARKER, EXIT_DATA_VALIDATION, EXIT_DRIFT_GATE
+from tasks.errors import (
+    StageCommandError,
+    StageDataValidationError,
+    StageDriftGateError,
+    StageError,
+    TransientStageError,
+)
+
+LOCK_FILE = "dvc.lock"
+# Bump when what a cached result means changes (its shape, the checks behind it).
+CACHE_VERSION = 1
+
+# What a fault worth retrying looks like in dvc's output: a stage whose outputs another
+# `dvc repro` holds, DVC's repo lock, a remote that timed out or dropped the connection.
+TRANSIENT_PATTERNS = (
+    r"is busy, it is being blocked by",
+    r"Unable to acquire lock",
+    r"timed? ?out",
+    r"Connection (reset|aborted|refused)",
+    r"Temporary failure in name resolution",
+    r"Service Unavailable|SlowDown|RequestTimeout",
+)
+_TRANSIENT = re.compile("|".join(TRANSIENT_PATTERNS), re.IGNORECASE)
+_EXITED = re.compile(r"exited with (-?\d+)")
+OUTPUT_TAIL_LINES = 200
+# dvc's hints after each repro/commit: noise in a flow's log.
+_HINT = re.compile(r"^\s*(To track the changes with git|git add |To enable auto staging|dvc config core.autostage"
+                   r"|Use `dvc push`)")
+
+
+def venv_env() -> dict[str, str]:
+    """This interpreter's bin folder first on PATH: dvc.yaml's ``python`` is this venv's."""
+    bin_dir = str(Path(sys.executable).parent)
+    return {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
+
+
+def find_root(start: Path | str | None = None) -> Path:
+    """The DVC project containing ``start`` (default: the working directory)."""
+    from dvc.repo import Repo
+
+    return Path(Repo.find_root(str(start or Path.cwd()))).resolve()
+
+
+@dataclass
+class DvcRun:
+    args: list[str]
+    returncode: int
+    tail: list[str] = field(default_factory=list)
+
+    @property
+    def output(self) -> str:
+        return "\n".join(self.tail)
+
+
+def run_dvc(args: Sequence[str], root: Path, echo: Callable[[str], None] | None = None) -> DvcRun:
+    """Run ``dvc <args>`` in ``root``, streaming each output line to ``echo``; keep the tail."""
+    command = [sys.executable, "-m", "dvc", *args]
+    tail: deque[str] = deque(maxlen=OUTPUT_TAIL_LINES)
+    with subprocess.Popen(
+        command,
+        cwd=root,
+        env=venv_env(),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        bufsize=1,
+    ) as process:
+        assert process.stdout is not None
+        for line in process.stdout:
+            line = line.rstrip("\n")
+            tail.append(line)
+            if echo and line.strip() and not _HINT.match(line):
+                echo(line)
+        returncode = process.wait()
+    return DvcRun(["dvc", *args], returncode, list(tail))
+
+
+def classify_failure(address: str, run: DvcRun) -> StageError:
+    """Turn a failed dvc run into the error orchestration acts on (retry or stop)."""
+    output = run.output
+    for line in run.tail:
+        stripped = line.strip()
+        if stripped.startswith(f"{DATA_VALIDATION_MARKER}:"):
+            return StageDataValidationError(address, stripped, output)
+        if stripped.startswith(f"{DRIFT_GATE_MARKER}:"):
+            return StageDriftGateError(address, stripped, output)
+    exited = _EXITED.findall(output)
+    if exited and int(exited[-1]) == EXIT_DATA_VALIDATION:
+        return StageDataValidationError(address, f"{DATA_VALIDATION_MARKER} (exit {EXIT_DATA_VALIDATION})", output)
+    if exited and int(exited[-1]) == EXIT_DRIFT_GATE:
+        return StageDriftGateError(address, f"{DRIFT_GATE_MARKER} (exit {EXIT_DRIFT_GATE})", output)
+    errors = [line for line in run.tail if line.startswith("ERROR")] or run.tail[-1:] or ["no output"]
+    message = f"`{' '.join(run.args)}` failed (rc {run.returncode}): {errors[-1]}"
+    if _TRANSIENT.search(output):
+        return TransientStageError(address, message, output)
+    return StageCommandError(address, message, output)
+
+
+# -- hashes ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Fingerprint:
+    """What DVC hashes for a stage before running it, and whether the workspace matches."""
+
+    address: str
+    key: str  # sha256 over cmd, deps' hashes, params' values (what dvc.lock would record)
+    in_sync: bool  # dvc.lock records exactly these inputs, and the outputs match dvc.lock
+    inputs: dict[str, Any]
+
+
+def _open_repo(root: Path):
+    from dvc.repo import Repo
+
+    return Repo(str(root))
+
+
+def _collect(repo, address: str):
+    """The one stage ``address`` of the repo's own dvc.yaml (DVC would resolve a bare
+    target against the working directory, which need not be the project)."""
+    (stage,) = repo.stage.collect(f"{os.path.join(repo.root_dir, 'dvc.yaml')}:{address}")
+    return stage
+
+
+def fingerprint(root: Path, address: str) -> Fingerprint:
+    """Hash a stage's inputs the way ``dvc.lock`` records them, from the workspace.
+
+    DVC's state database remembers file hashes by inode, size and mtime, so an unchanged
+    multi-MB dependency costs a stat, not a read.
+    """
+    with _open_repo(root) as repo:
+        stage = _collect(repo, address)
+        deps: dict[str, Any] = {}
+        params: dict[str, Any] = {}
+        in_sync = bool(stage.md5 or _has_lock_entry(root, address)) and not stage.changed_stage()
+        for dep in stage.deps:
+            recorded = dep.hash_info.value if dep.hash_info else None
+            try:
+                current = dep.get_hash().value
+            except Exception as error:  # a missing file or param: the stage will say so
+                current = f"<missing: {type(error).__name__}>"
+            if type(dep).__name__ == "ParamsDependency":
+                params[dep.def_path] = current
+            else:
+                deps[dep.def_path] = current
+            in_sync = in_sync and recorded is not None and recorded == current
+        if in_sync:
+            in_sync = all(not out.status() for out in stage.outs)
+        inputs = {"version": CACHE_VERSION, "stage": address, "cmd": stage.cmd, "deps": deps, "params": params}
+    digest = hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()
+    return Fingerprint(address, f"dvc-stage-{digest}", in_sync, inputs)
+
+
+@dataclass(frozen=True)
+class Output:
+    path: str
+    metric: bool
+    plot: bool
+
+
+def stage_outputs(root: Path, address: str) -> list[Output]:
+    """The outputs ``dvc.yaml`` declares for a stage (outs, metrics and plots)."""
+    with _open_repo(root) as repo:
+        stage = _collect(repo, address)
+        return [Output(out.def_path, bool(out.metric), bool(out.plot)) for out in stage.outs]
+
+
+# -- dvc.lock -------------------------------------------------------------------------------
+def read_lock(root: Path) -> dict[str, Any]:
+    path = root / LOCK_FILE
+    if not path.exists():
+        return {}
+    return (yaml.safe_load(path.read_text()) or {}).get("stages", {}) or {}
+
+
+def lock_entry(root: Path, address: str) -> dict[str, Any] | None:
+    return read_lock(root).get(address)
+
+
+def _has_lock_entry(root: Path, address: str) -> bool:
+    return lock_entry(root, address) is not None
+
+
+def restore_lock_entry(root: Path, address: str, entry: dict[str, Any] | None) -> None:
+    """Put a stage's ``dvc.lock`` entry back as it was (or drop it), under DVC's repo lock.
+
+    ``dvc repro --no-commit`` still writes the new hashes to ``dvc.lock``; when the outputs
+    then fail our checks, this takes that record back so nothing of the run is committed.
+    """
+    from dvc.utils.serialize import modify_yaml
+
+    path = root / LOCK_FILE
+    if not path.exists() and entry is None:
+        return
+    with _open_repo(root) as repo, repo.lock:
+        with modify_yaml(str(path)) as data:
+            stages = data.setdefault("stages", {})
+            if entry is None:
+                stages.pop(address, None)
+            else:
+                stages[address] = entry
+
+
+# -- git ------------------------------------------------------------------------------------
+def git_revision(root: Path) -> dict[str, Any]:
+    """HEAD of the checkout and whether the work tree differs from it."""
+
+    def git(*args: str) -> str | None:
+        result = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True)
+        return result.stdout.strip() if result.returncode == 0 else None
+
+    rev = git("rev-parse", "HEAD")
+    status = git("status", "--porcelain")
+    return {"rev": rev, "dirty": bool(status) if status is not None else None}
+
+
+# -- params overrides for one run -----------------------------------------------------------
+def override_strings(overrides: Any) -> list[str]:
+    """``{"tune.n_trials": 3}`` or ``["tune.n_trials=3"]`` → ``dvc exp run -S`` strings."""
+    if not overrides:
+        return []
+    if isinstance(overrides, dict):
+        return [f"{key}={json.dumps(value)}" for key, value in overrides.items()]
+    return [str(item) for item in overrides]
+
+
+@contextmanager
+def params_overridden(root: Path, overrides: list[str]) -> Iterator[list[str]]:
+    """Apply ``-S`` style overrides to the params files for the duration of a run.
+
+    Uses DVC's own implementation of ``dvc exp run -S`` (Hydra override grammar, unknown keys
+    refused, ``file.yaml:key=value`` for other params files), so ``dvc.lock`` records the
+    values each stage really ran with. The files are put back byte for byte afterwards.
+    """
+    if not overrides:
+        yield []
+        return
+    from dvc.exceptions import InvalidArgumentError
+    from dvc.utils.cli_parse import to_path_overrides
+    from dvc.utils.hydra import apply_overrides
+
+    from pricing.errors import DataValidationError
+
+    grouped = to_path_overrides(overrides)
+    originals = {path: (root / path).read_bytes() for path in grouped if (root / path).exists()}
+    try:
+        for path, items in grouped.items():
+            try:
+                apply_overrides(root / path, items)
+            except InvalidArgumentError as error:
+                cause = error.__cause__ or error
+                raise DataValidationError(f"invalid params override {items}: {cause}") from error
+        yield overrides
+    finally:
+        for path in grouped:
+            if path in originals:
+                (root / path).write_bytes(originals[path])
+            else:
+                (root / path).unlink(missing_ok=True)

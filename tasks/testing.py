@@ -1,0 +1,241 @@
+"""A throw-away git + DVC project with the lineage's stage names and paths, and toy commands.
+
+Tests (and anyone trying the orchestration) get the real flow's shape in seconds: the same
+stage names, the same ``Layout`` paths, metrics with the fields the flow branches on — but
+each stage is a few lines of Python. Faults are switched on through params (so they go
+through the flow's overrides) or, for the one-off transient fault, an environment variable:
+
+- ``toy.invalid: [stage, ...]`` → the stage fails with ``DataValidationError`` (exit 2);
+- ``toy.garbage: [stage, ...]`` → the stage exits 0 but writes unparsable metrics;
+- ``drift.shift`` above ``drift.threshold`` → the drift stage reports drift on ``unit_price``;
+- ``fairness.max_mae_diff`` below the toy model's gap (0.1) → the risk check fails;
+- ``TOY_FAIL_ONCE=<stage address>:<marker file>`` → that stage fails once like a busy DVC lock.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import yaml
+
+from pricing.layout import Layout
+from tasks.stages import DRIFT, ETL, INFERENCE, PREPROCESS, RISK, TUNE
+
+SC = "${item.stockcode}"
+GIT = ["git", "-c", "user.name=pricelineage-test", "-c", "user.email=test@example.com"]
+
+TOY_STAGE = textwrap.dedent(
+    '''
+    """Toy lineage stage: python toy_stage.py <stage> [stockcode]."""
+    import hashlib, json, os, sys
+    from pathlib import Path
+
+    import yaml
+
+    stage = sys.argv[1]
+    sc = sys.argv[2] if len(sys.argv) > 2 else None
+    address = f"{stage}@{sc}" if sc else stage
+    params = yaml.safe_load(open("params.yaml"))
+    toy = params.get("toy") or {}
+    paths = json.loads(os.environ.get("TOY_PATHS") or open("toy_paths.json").read())
+    P = {k: (v.replace("@SC@", sc) if sc else v) for k, v in paths.items()}
+
+    fail_once = os.environ.get("TOY_FAIL_ONCE", "")
+    if fail_once:
+        target, _, marker = fail_once.partition(":")
+        if target == address and not Path(marker).exists():
+            Path(marker).write_text("failed once")
+            print(f"ERROR: '{P['etl_metrics']}' is busy, it is being blocked by: (PID 4242): toy", file=sys.stderr)
+            sys.exit(1)
+    if stage in (toy.get("invalid") or []):
+        print(f"DataValidationError: toy {address}: column 'unit_price' is missing", file=sys.stderr)
+        sys.exit(2)
+
+    def write(key, text):
+        path = Path(P[key])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+
+    def metrics(key, payload):
+        if stage in (toy.get("garbage") or []):
+            write(key, "{not json")
+        else:
+            write(key, json.dumps(payload, indent=2))
+
+    def digest(*parts):
+        return hashlib.md5("|".join(map(str, parts)).encode()).hexdigest()
+
+    if stage == "etl_pipeline":
+        raw = Path(params["data"]["input_path"]).read_text()
+        write("original_df", raw)
+        write("processed_df", raw.upper())
+        metrics("etl_metrics", {"lines_in": raw.count("\\n"), "lines_kept": raw.count("\\n")})
+    elif stage == "data_drift_check":
+        shift = float(params["drift"]["shift"])
+        drifted = shift > float(params["drift"]["threshold"])
+        columns = {
+            "unit_price": {"test": "ks", "p_value": 1e-9 if drifted else 0.4, "drift_detected": drifted},
+            "quantity": {"test": "ks", "p_value": 0.5, "drift_detected": False},
+        }
+        write("drift_report", f"<html><body>toy drift report {sc}: shift {shift}</body></html>")
+        metrics("drift_metrics", {"status": "drift" if drifted else "ok", "drift_detected": drifted,
+                                  "n_drifted_columns": int(drifted), "columns": columns})
+    elif stage == "preprocess":
+        drift = json.loads(Path(P["drift_metrics"]).read_text())
+        if drift.get("drift_detected") and params["drift"]["gate"] == "block":
+            print(f"DriftGateError: {sc} drifted; not training", file=sys.stderr)
+            sys.exit(3)
+        Path(P["preprocessed_dir"]).mkdir(parents=True, exist_ok=True)
+        Path(P["preprocessed_dir"], "X_train.txt").write_text(digest(sc, Path(P["processed_df"]).read_text()))
+        metrics("data_metrics", {"rows": {"train": 8, "val": 2, "test": 2}})
+    elif stage == "tune_primary_model":
+        n = int(params["tune"]["n_trials"])
+        write("model_checkpoint", digest(sc, n, Path(P["preprocessed_dir"], "X_train.txt").read_text()))
+        write("tuning_history", "trial,value\\n" + "".join(f"{i},{1 / (i + 1)}\\n" for i in range(n)))
+        metrics("val_metrics", {"rmsle": 0.5, "mae": 3.0, "mse": 0.3, "n_trials": n,
+                                "baselines": {"train_median": {"rmsle": 1.0, "mae": 5.0}}})
+    elif stage == "inference_primary_model":
+        write("inference_results", "y_true,y_pred,is_registered\\n1,1.1,1\\n2,1.9,0\\n")
+        write("shap_importance", "feature,importance\\nunit_price,0.7\\nhour,0.1\\n")
+        metrics("test_metrics", {"rmsle": 0.52, "mae": 3.2, "mse": 0.31,
+                                 "baselines": {"train_median": {"rmsle": 1.05, "mae": 5.1}}})
+    elif stage == "assess_model_risk":
+        limit = float(params["fairness"]["max_mae_diff"])
+        gap = 0.1
+        passed = gap <= limit
+        reasons = [] if passed else [f"mae_diff {gap} above threshold {limit}"]
+        metrics("risk_metrics", {"passed": passed, "reasons": reasons, "mae_diff": gap})
+    else:
+        sys.exit(f"unknown toy stage {stage}")
+    '''
+).lstrip()
+
+
+def _paths() -> dict[str, str]:
+    layout = Layout(Path("."))
+    sc = "@SC@"
+    return {
+        "original_df": layout.original_df.as_posix(),
+        "processed_df": layout.processed_df.as_posix(),
+        "etl_metrics": layout.etl_metrics.as_posix(),
+        "drift_report": layout.drift_report(sc).as_posix(),
+        "drift_metrics": layout.drift_metrics(sc).as_posix(),
+        "preprocessed_dir": layout.preprocessed_dir(sc).as_posix(),
+        "data_metrics": layout.data_metrics(sc).as_posix(),
+        "model_checkpoint": layout.model_checkpoint(sc).as_posix(),
+        "val_metrics": layout.val_metrics(sc).as_posix(),
+        "tuning_history": layout.tuning_history(sc).as_posix(),
+        "test_metrics": layout.test_metrics(sc).as_posix(),
+        "inference_results": layout.inference_results(sc).as_posix(),
+        "shap_importance": layout.shap_importance(sc).as_posix(),
+        "risk_metrics": layout.risk_metrics(sc).as_posix(),
+    }
+
+
+def _dvc_yaml() -> dict:
+    p = {key: value.replace("@SC@", SC) for key, value in _paths().items()}
+    code = "toy_stage.py"
+    metric = lambda path: {path: {"cache": False}}  # noqa: E731
+    per_sc = lambda name, body: {"matrix": {"stockcode": "${stockcodes}"},  # noqa: E731
+                                 "cmd": f"python {code} {name} {SC}", **body}
+    return {
+        "stages": {
+            ETL: {
+                "cmd": f"python {code} {ETL}",
+                "deps": ["${data.input_path}", code],
+                "params": ["data"],
+                "outs": [p["original_df"], p["processed_df"]],
+                "metrics": [metric(p["etl_metrics"])],
+            },
+            DRIFT: per_sc(DRIFT, {
+                "deps": [p["processed_df"], code],
+                "params": ["drift"],
+                "metrics": [metric(p["drift_metrics"])],
+                "plots": [p["drift_report"]],
+            }),
+            PREPROCESS: per_sc(PREPROCESS, {
+                "deps": [p["processed_df"], p["drift_metrics"], code],
+                "params": ["drift.gate"],
+                "outs": [p["preprocessed_dir"]],
+                "metrics": [metric(p["data_metrics"])],
+            }),
+            TUNE: per_sc(TUNE, {
+                "deps": [p["preprocessed_dir"], code],
+                "params": ["tune", "seed"],
+                "outs": [p["model_checkpoint"]],
+                "metrics": [metric(p["val_metrics"])],
+                "plots": [{p["tuning_history"]: {"cache": False}}],
+            }),
+            INFERENCE: per_sc(INFERENCE, {
+                "deps": [p["model_checkpoint"], p["preprocessed_dir"], code],
+                "outs": [p["inference_results"]],
+                "metrics": [metric(p["test_metrics"])],
+                "plots": [{p["shap_importance"]: {"cache": False}}],
+            }),
+            RISK: per_sc(RISK, {
+                "deps": [p["inference_results"], code],
+                "params": ["fairness"],
+                "metrics": [metric(p["risk_metrics"])],
+            }),
+        }
+    }
+
+
+DEFAULT_PARAMS = {
+    "seed": 42,
+    "stockcodes": ["85123A"],
+    "data": {"input_path": "data/raw/sales.csv"},
+    "drift": {"gate": "block", "shift": 0.0, "threshold": 0.25},
+    "tune": {"n_trials": 20},
+    "fairness": {"max_mae_diff": 0.5},
+    "toy": {"invalid": [], "garbage": []},
+}
+
+
+def _run(args: list[str], cwd: Path) -> str:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return result.stdout
+
+
+def make_toy_project(root: Path, remote: Path | None = None, params: dict | None = None) -> Path:
+    """Create the toy project at ``root`` (git + DVC, one commit) with a local DVC remote."""
+    root.mkdir(parents=True, exist_ok=True)
+    merged = yaml.safe_load(yaml.safe_dump(DEFAULT_PARAMS))
+    for key, value in (params or {}).items():
+        if isinstance(value, dict):
+            merged[key].update(value)
+        else:
+            merged[key] = value
+    (root / "params.yaml").write_text(yaml.safe_dump(merged, sort_keys=False))
+    (root / "dvc.yaml").write_text(yaml.safe_dump(_dvc_yaml(), sort_keys=False))
+    (root / "toy_stage.py").write_text(TOY_STAGE)
+    import json
+
+    (root / "toy_paths.json").write_text(json.dumps(_paths(), indent=1))
+    raw = root / merged["data"]["input_path"]
+    raw.parent.mkdir(parents=True, exist_ok=True)
+    raw.write_text("invoice,stockcode,quantity,unit_price\n" + "".join(f"{i},85123A,{i % 7 + 1},2.55\n" for i in range(40)))
+    _run(["git", "init", "-q", "-b", "main"], root)
+    _run([sys.executable, "-m", "dvc", "init", "-q"], root)
+    remote = remote or root.parent / f"{root.name}-remote"
+    _run([sys.executable, "-m", "dvc", "remote", "add", "-d", "local", str(remote.resolve())], root)
+    _run([sys.executable, "-m", "dvc", "config", "core.analytics", "false"], root)
+    _run([*GIT, "add", "-A"], root)
+    _run([*GIT, "commit", "-qm", "toy project"], root)
+    return root
+
+
+def git_commit_all(root: Path, message: str) -> None:
+    """Commit the work tree (what the user does after an approval): dvc.lock, the record…"""
+    _run([*GIT, "add", "-A"], root)
+    _run([*GIT, "commit", "-qm", message], root)
+
+
+def run_cmd(args: list[str], cwd: Path) -> str:
+    return _run(args, cwd)

@@ -1,0 +1,192 @@
+"""The lineage flow under Prefect's own test harness (a real temporary API and database).
+
+Fast tests run the real flow on the toy project (``tasks.testing``): same stage names and
+paths, toy commands. The slow test runs it on a copy of this project and the real data.
+"""
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+# Before Prefect is imported: an isolated home, no telemetry, quick retries.
+os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="pricelineage-prefect-"))
+os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+os.environ["PRICELINEAGE_RETRY_BACKOFF_SECONDS"] = "0.2"
+
+import pytest  # noqa: E402
+from prefect.artifacts import Artifact  # noqa: E402
+from prefect.settings import (  # noqa: E402
+    PREFECT_HOME,
+    PREFECT_LOCAL_STORAGE_PATH,
+    PREFECT_SERVER_ANALYTICS_ENABLED,
+    temporary_settings,
+)
+from prefect.testing.utilities import prefect_test_harness  # noqa: E402
+
+from flows.artifacts import artifact_key  # noqa: E402
+from flows.lineage import lineage  # noqa: E402
+from pricing import registry  # noqa: E402
+from tasks import dvcrepo  # noqa: E402
+from tasks.stages import ETL, PER_STOCKCODE, lineage_stages, stage_id  # noqa: E402
+from tasks.testing import git_commit_all, make_toy_project, run_cmd  # noqa: E402
+
+SC = "85123A"
+DVC = [sys.executable, "-m", "dvc"]
+
+
+@pytest.fixture(scope="module")
+def prefect_api(tmp_path_factory):
+    home = tmp_path_factory.mktemp("prefect-home")
+    with temporary_settings(updates={
+        PREFECT_HOME: str(home),
+        PREFECT_LOCAL_STORAGE_PATH: str(home / "storage"),
+        PREFECT_SERVER_ANALYTICS_ENABLED: False,
+    }):
+        with prefect_test_harness():
+            yield
+
+
+def run_flow(root, **kwargs):
+    state = lineage(root=str(root), return_state=True, **kwargs)
+    return state, state.result(raise_on_failure=False)
+
+
+def only(summary):
+    (outcome,) = summary["outcomes"]
+    return outcome
+
+
+@pytest.fixture(scope="module")
+def approved(prefect_api, tmp_path_factory):
+    """A toy project through one full, approving run."""
+    root = make_toy_project(tmp_path_factory.mktemp("approved") / "toy")
+    state, summary = run_flow(root, overrides={"tune.n_trials": 2})
+    return root, state, summary
+
+
+def copy_of(project, tmp_path):
+    """The approved project in another folder (outputs and DVC cache included)."""
+    target = tmp_path / "copy"
+    shutil.copytree(project, target, symlinks=True)
+    return target
+
+
+def test_full_flow_approves_and_pushes(approved, tmp_path):
+    root, state, summary = approved
+    assert state.is_completed(), state.message
+    outcome = only(summary)
+    assert outcome["status"] == "approved" and outcome["new"]
+    assert set(outcome["stages"].values()) == {"ran"}
+    served = registry.approved_model(SC, root)
+    assert served.model_version == outcome["version"] and served.overrides == ["tune.n_trials=2"]
+    assert set(served.lineage["stages"]) == set(lineage_stages(SC))
+    tune = served.lineage["stages"][stage_id("tune_primary_model", SC)]
+    assert tune["params"]["params.yaml"]["tune"]["n_trials"] == 2  # dvc.lock records the override
+    assert "n_trials: 20" in (root / "params.yaml").read_text()  # … and params.yaml is back
+    assert f"{SC}: model {served.model_version} approved" in state.message
+    # Prefect artifacts, under stable keys.
+    assert "approved" in Artifact.get(artifact_key(SC, "summary")).data
+    assert Artifact.get(artifact_key(SC, "metrics")) is not None
+    assert "(file://" in Artifact.get(artifact_key(SC, "drift-report")).data
+    assert "shap_importance" in Artifact.get(artifact_key(SC, "shap")).data
+    # A fresh clone (once the user commits dvc.lock and the record) pulls the approved model.
+    git_commit_all(root, "approve")
+    clone = tmp_path / "clone"
+    run_cmd(["git", "clone", "-q", str(root), str(clone)], tmp_path)
+    run_cmd([*DVC, "pull", stage_id("tune_primary_model", SC)], clone)
+    pulled = clone / served.model_path
+    assert pulled.exists()
+    import hashlib
+
+    assert hashlib.md5(pulled.read_bytes()).hexdigest() == served.model_md5
+    assert registry.approved_model(SC, clone).model_version == served.model_version
+
+
+def test_second_run_with_nothing_changed_is_all_cached(approved):
+    root, _, _ = approved
+    before = registry.history(root, SC)
+    state, summary = run_flow(root, overrides={"tune.n_trials": 2})
+    outcome = only(summary)
+    assert state.is_completed()
+    assert outcome["stages"] == {address: "cached" for address in lineage_stages(SC)}
+    assert outcome["status"] == "approved" and not outcome["new"]
+    assert registry.history(root, SC) == before
+
+
+def test_drift_trains_nothing_and_the_served_model_stays(approved, tmp_path):
+    root = copy_of(approved[0], tmp_path)
+    served = registry.approved_model(SC, root)
+    tune_lock = dvcrepo.lock_entry(root, stage_id("tune_primary_model", SC))
+    state, summary = run_flow(root, overrides={"drift.shift": 0.9})
+    outcome = only(summary)
+    assert state.is_completed()
+    assert outcome["status"] == "drift" and outcome["drift"]["drifted_columns"] == ["unit_price"]
+    assert list(outcome["stages"]) == [ETL, stage_id("data_drift_check", SC)]  # nothing trained
+    assert "unit_price" in state.message and "no training" in state.message
+    assert f"model {served.model_version} stays served" in state.message
+    assert dvcrepo.lock_entry(root, stage_id("tune_primary_model", SC)) == tune_lock
+    assert registry.approved_model(SC, root) == served
+    assert "unit_price" in Artifact.get(artifact_key(SC, "summary")).data
+
+
+def test_unfair_model_is_rejected_and_nothing_new_is_approved(approved, tmp_path):
+    root = copy_of(approved[0], tmp_path)
+    served = registry.approved_model(SC, root)
+    state, summary = run_flow(root, overrides={"fairness.max_mae_diff": 0.01, "tune.n_trials": 3})
+    outcome = only(summary)
+    assert state.is_completed() and outcome["status"] == "rejected"
+    latest = registry.latest(root, SC)
+    assert latest.decision == "rejected" and latest.reasons == ["mae_diff 0.1 above threshold 0.01"]
+    assert latest.model_version != served.model_version
+    assert registry.approved_model(SC, root) == served
+
+
+def test_transient_failure_is_retried_and_the_flow_completes(prefect_api, tmp_path, monkeypatch):
+    root = make_toy_project(tmp_path / "toy")
+    marker = tmp_path / "failed-once"
+    monkeypatch.setenv("TOY_FAIL_ONCE", f"{stage_id('data_drift_check', SC)}:{marker}")
+    state, summary = run_flow(root)
+    assert marker.exists()  # it did fail once …
+    assert state.is_completed() and only(summary)["status"] == "approved"  # … and was retried
+
+
+def test_validation_error_fails_at_once_and_commits_nothing(prefect_api, tmp_path):
+    root = make_toy_project(tmp_path / "toy")
+    state, _ = run_flow(root, overrides={"toy.invalid": [ETL]})
+    assert state.is_failed()
+    assert "DataValidationError: toy etl_pipeline: column 'unit_price' is missing" in state.message
+    assert dvcrepo.lock_entry(root, ETL) is None
+    assert not (root / ".dvc" / "cache" / "files").exists()
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs()
+    etl_runs = [run for run in runs if run.name == ETL and run.flow_run_id == state.state_details.flow_run_id]
+    assert len(etl_runs) == 1 and etl_runs[0].run_count == 1  # not retried
+
+
+@pytest.mark.slow
+def test_real_pipeline_approves_85123A(prefect_api, tmp_path):
+    """The README's main command on a copy of this project and the real data, tiny budget."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from project_copy import make_project_copy, remote_dir
+
+    root = make_project_copy(tmp_path / "project", {"stockcodes": [SC]})
+    missing = [name for name in PER_STOCKCODE if name not in (root / "dvc.yaml").read_text()]
+    if missing:
+        pytest.skip(f"dvc.yaml has no {missing} yet")
+    # A tiny budget makes a poor model, which the risk gate rightly rejects (seen: test RMSLE
+    # 1.51 vs the price-median baseline's 0.67); relax the gate here to test the approval path.
+    tiny = os.environ.get("PRICELINEAGE_TINY_BUDGET", "tune.n_trials=2,tune.num_epochs=3").split(",") + [
+        "risk.require_beat_baseline=false", "risk.mae_diff_threshold=100", "risk.mean_outcome_difference_threshold=100",
+    ]
+    state, summary = run_flow(root, stockcodes=[SC], overrides=tiny)
+    assert state.is_completed(), state.message
+    outcome = only(summary)
+    print(outcome["message"])
+    assert outcome["status"] == "approved", outcome["message"]
+    served = registry.approved_model(SC, root)
+    assert (remote_dir(root) / "files" / "md5" / served.model_md5[:2] / served.model_md5[2:]).exists()
+    again, summary = run_flow(root, stockcodes=[SC], overrides=tiny)
+    assert set(only(summary)["stages"].values()) == {"cached"}

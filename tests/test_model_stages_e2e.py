@@ -1,0 +1,216 @@
+"""Stages 4–6 (tune → inference + SHAP → risk).
+
+Fast: the three stage CLIs in-process on synthetic `preprocess` outputs of the real shape.
+Slow: `dvc repro assess_model_risk@85123A` on the real data in a throw-away project copy.
+"""
+import hashlib
+import json
+
+import joblib
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+from project_copy import ROOT, make_project_copy, run, stages_run
+from sklearn.preprocessing import StandardScaler
+
+from pricing.errors import DataValidationError
+from pricing.layout import SPLITS, Layout
+from stages import assess_model_risk, inference_primary_model, tune_primary_model
+
+STOCKCODE = "85123A"
+TINY = {
+    "tune": {"n_trials": 3, "timeout": 120, "num_epochs": 6, "patience": 3,
+             "pruner_startup_trials": 2, "pruner_warmup_epochs": 2,
+             "space": {"n_layers": [1, 2], "n_units": [4, 16], "batch_sizes": [64, 128]}},
+    "inference": {"shap_background_size": 20, "shap_max_rows": 50, "beeswarm_top_features": 4},
+    "risk": {"min_group_count": 5, "require_beat_baseline": False},
+}
+
+
+def merged_params(changes: dict) -> dict:
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    for section, values in changes.items():
+        if isinstance(values, dict) and isinstance(params.get(section), dict):
+            params[section] = {**params[section], **values}
+        else:
+            params[section] = values
+    return params
+
+
+def write_synthetic_preprocess(root, stockcode=STOCKCODE, sizes=(300, 100, 100), seed=0):
+    """Files of the shape `preprocess@<sc>` writes, with a learnable price → quantity relation."""
+    layout = Layout(root)
+    rng = np.random.default_rng(seed)
+    n = sum(sizes)
+    raw = pd.DataFrame({
+        "unit_price": rng.choice([2.55, 2.95, 3.25, 5.79], size=n),
+        "hour": rng.integers(8, 18, size=n).astype(float),
+        "is_registered": (rng.random(n) < 0.8).astype(int),
+    })
+    lam = np.exp(3.0 - 0.5 * raw["unit_price"] + 0.7 * raw["is_registered"])
+    quantity = rng.poisson(lam) + 1
+    scaler = StandardScaler().fit(raw.iloc[: sizes[0]][["unit_price", "hour"]])
+    names = ["unit_price", "hour", "is_registered_0", "is_registered_1"]
+    out = layout.preprocessed_dir(stockcode)
+    out.mkdir(parents=True, exist_ok=True)
+    start = 0
+    for split, size in zip(SPLITS, sizes):
+        part = raw.iloc[start : start + size].reset_index(drop=True)
+        q = quantity[start : start + size]
+        x = pd.DataFrame(scaler.transform(part[["unit_price", "hour"]]), columns=names[:2])
+        x["is_registered_0"] = (part["is_registered"] == 0).astype(float)
+        x["is_registered_1"] = (part["is_registered"] == 1).astype(float)
+        x.to_parquet(layout.split_features(stockcode, split, True))
+        part.to_parquet(layout.split_features(stockcode, split, False))
+        pd.DataFrame({"quantity": q, "log1p_quantity": np.log1p(q.astype(float))}).to_parquet(
+            layout.split_target(stockcode, split))
+        pd.DataFrame({
+            "invoice_no": [f"{split}{i}" for i in range(size)],
+            "customer_id": [None] * size,
+            "invoice_date": pd.date_range("2011-01-01", periods=size, freq="h"),
+            "stockcode": stockcode,
+        }).to_parquet(layout.split_meta(stockcode, split))
+        start += size
+    joblib.dump(scaler, layout.transformer(stockcode))
+    layout.feature_names(stockcode).write_text(json.dumps(names))
+    return layout
+
+
+@pytest.fixture
+def synthetic_project(tmp_path, monkeypatch):
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(merged_params(TINY), sort_keys=False))
+    write_synthetic_preprocess(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    return Layout(tmp_path)
+
+
+def run_chain():
+    tune_primary_model.main([STOCKCODE])
+    inference_primary_model.main([STOCKCODE])
+    assess_model_risk.main([STOCKCODE])
+
+
+def test_three_stages_on_synthetic_data(synthetic_project, capsys):
+    layout = synthetic_project
+    run_chain()
+    printed = capsys.readouterr().out
+    assert sum(line.startswith("trial ") for line in printed.splitlines()) == TINY["tune"]["n_trials"]
+
+    payload = torch.load(layout.model_checkpoint(STOCKCODE), map_location="cpu", weights_only=True)
+    assert payload["feature_names"] == json.loads(layout.feature_names(STOCKCODE).read_text())
+    assert payload["transformer_md5"] == hashlib.md5(layout.transformer(STOCKCODE).read_bytes()).hexdigest()
+
+    val = json.loads(layout.val_metrics(STOCKCODE).read_text())
+    for key in ("mse", "mae", "rmsle", "model_version", "hparams", "optimizer", "batch_size", "lr", "timestamp"):
+        assert key in val, key
+    assert set(val["baselines"]) == {"train_median", "price_median"} and val["n_rows"] == 100
+    history = pd.read_csv(layout.tuning_history(STOCKCODE))
+    assert len(history) == TINY["tune"]["n_trials"] and {"trial", "val_mse", "best_val_mse"} <= set(history)
+
+    test = json.loads(layout.test_metrics(STOCKCODE).read_text())
+    assert test["n_rows"] == 100 and test["model_version"] == val["model_version"]
+    assert set(test["baselines"]) == {"train_median", "price_median"}
+    results = pd.read_parquet(layout.inference_results(STOCKCODE))
+    assert len(results) == 100  # every test row, not the last batch
+    y_test = pd.read_parquet(layout.split_target(STOCKCODE, "test"))
+    assert np.array_equal(results["y_true"].to_numpy(), y_test["quantity"].to_numpy())
+    assert {"y_true", "y_pred", "unit_price", "is_registered"} <= set(results.columns)
+    assert (results["y_pred"] >= 0).all()
+
+    shap_values = pd.read_parquet(layout.shap_values(STOCKCODE))
+    assert len(shap_values) == 50 and list(shap_values.columns[1:]) == payload["feature_names"]
+    ranking = pd.read_csv(layout.shap_importance(STOCKCODE))
+    recomputed = shap_values.drop(columns="test_row").abs().mean()
+    for feature, value in zip(ranking["feature"], ranking["mean_abs_shap"]):
+        assert value == pytest.approx(recomputed[feature], rel=1e-4)
+    beeswarm = pd.read_csv(layout.shap_beeswarm(STOCKCODE))
+    assert len(beeswarm) == 50 * 4
+    assert test["shap"]["max_additivity_error"] < 1e-3
+
+    risk = json.loads(layout.risk_metrics(STOCKCODE).read_text())
+    assert isinstance(risk["passed"], bool) and isinstance(risk["reasons"], list)
+    assert risk["groups"]["privileged"]["count"] + risk["groups"]["unprivileged"]["count"] == 100
+    assert risk["model_version"] == val["model_version"]
+
+
+def test_same_data_code_params_give_the_same_model_bytes(synthetic_project):
+    path = synthetic_project.model_checkpoint(STOCKCODE)
+    tune_primary_model.main([STOCKCODE])
+    first = path.read_bytes()
+    tune_primary_model.main([STOCKCODE])
+    assert path.read_bytes() == first
+
+
+def test_inference_refuses_a_checkpoint_for_another_transformer(synthetic_project):
+    layout = synthetic_project
+    tune_primary_model.main([STOCKCODE])
+    joblib.dump(StandardScaler().fit([[0.0], [1.0]]), layout.transformer(STOCKCODE))
+    with pytest.raises(DataValidationError, match="transformer md5"):
+        inference_primary_model.main([STOCKCODE])
+
+
+def test_risk_stage_records_a_failure_and_still_returns(synthetic_project):
+    layout = synthetic_project
+    params = yaml.safe_load(layout.params_file.read_text())
+    params["risk"].update(min_group_count=10_000)
+    layout.params_file.write_text(yaml.safe_dump(params, sort_keys=False))
+    run_chain()  # no exception: the verdict is data
+    risk = json.loads(layout.risk_metrics(STOCKCODE).read_text())
+    assert risk["passed"] is False
+    assert any("fewer than min_group_count=10000" in reason for reason in risk["reasons"])
+
+
+def test_missing_inputs_are_a_validation_error(tmp_path, monkeypatch):
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(merged_params(TINY)))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DataValidationError, match="preprocess@85123A"):
+        tune_primary_model.main([STOCKCODE])
+
+
+# -- slow: the real thing through dvc ------------------------------------------------------
+GENERATED = ["dvc.lock", "data/original_df.parquet", "data/processed_df.parquet", "data/preprocessed",
+             "data/dfn_inference_results_*", "data/shap_values_*", "metrics", "plots", "reports", "models"]
+
+
+def as_clean_clone(project):
+    """Drop pipeline outputs the work tree may hold untracked (copied by make_project_copy):
+    git refuses nothing, but dvc will not write an output that git tracks."""
+    listed = run(["git", "ls-files", "--", *GENERATED], project).stdout.split()
+    if listed:
+        run(["git", "rm", "-r", "-q", "--cached", "--", *listed], project)
+        for name in listed:
+            (project / name).unlink(missing_ok=True)
+        run(["git", "-c", "user.name=test", "-c", "user.email=test@example.com", "commit", "-qm", "clean"],
+            project)
+    return project
+
+
+@pytest.mark.slow
+def test_dvc_repro_assess_model_risk_end_to_end(tmp_path):
+    project = as_clean_clone(make_project_copy(tmp_path / "project", {"stockcodes": [STOCKCODE], **TINY}))
+    repro = run(["dvc", "repro", f"assess_model_risk@{STOCKCODE}"], project)
+    ran = stages_run(repro.stdout)
+    for stage in ("tune_primary_model", "inference_primary_model", "assess_model_risk"):
+        assert f"{stage}@{STOCKCODE}" in ran
+    layout = Layout(project)
+    for path in (
+        layout.model_checkpoint(STOCKCODE), layout.val_metrics(STOCKCODE), layout.tuning_history(STOCKCODE),
+        layout.test_metrics(STOCKCODE), layout.inference_results(STOCKCODE), layout.shap_values(STOCKCODE),
+        layout.shap_importance(STOCKCODE), layout.shap_beeswarm(STOCKCODE), layout.risk_metrics(STOCKCODE),
+    ):
+        assert path.is_file() and path.stat().st_size > 0, path
+    n_test = len(pd.read_parquet(layout.split_target(STOCKCODE, "test")))
+    assert len(pd.read_parquet(layout.inference_results(STOCKCODE))) == n_test
+    assert json.loads(layout.test_metrics(STOCKCODE).read_text())["n_rows"] == n_test
+    assert run(["dvc", "status"], project).stdout.strip() == "Data and pipelines are up to date."
+
+    metrics = run(["dvc", "metrics", "show", "--json"], project).stdout
+    for path in (layout.val_metrics(STOCKCODE), layout.test_metrics(STOCKCODE), layout.risk_metrics(STOCKCODE)):
+        assert str(path.relative_to(project)) in metrics
+    plots = run(["dvc", "plots", "show", "--json"], project).stdout
+    for path in (layout.tuning_history(STOCKCODE), layout.shap_importance(STOCKCODE), layout.shap_beeswarm(STOCKCODE)):
+        assert str(path.relative_to(project)) in plots
+    # a second repro is a no-op
+    assert stages_run(run(["dvc", "repro", f"assess_model_risk@{STOCKCODE}"], project).stdout) == []

@@ -1,0 +1,257 @@
+"""Stage tasks without a Prefect server: DVC fingerprints, failure classes, checks, commits,
+overrides, and the approval record. Runs against a toy DVC project (``tasks.testing``)."""
+import json
+import os
+import shutil
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pricing import registry
+from pricing.errors import DataValidationError
+from pricing.layout import Layout
+from tasks import dvcrepo
+from tasks.errors import (
+    StageCommandError,
+    StageDataValidationError,
+    StageDriftGateError,
+    StageOutputError,
+    TransientStageError,
+    is_transient,
+)
+from tasks.stage_task import STAGE_TASKS
+from tasks.stages import ETL, PREPROCESS, RISK, lineage_stages, stage_id
+from tasks.testing import make_toy_project, run_cmd
+
+SC = "85123A"
+
+
+@pytest.fixture(scope="module")
+def toy_template(tmp_path_factory):
+    return make_toy_project(tmp_path_factory.mktemp("template") / "toy")
+
+
+@pytest.fixture
+def toy(toy_template, tmp_path):
+    """A fresh toy project (git + DVC, nothing run yet), copied from one made per module."""
+    return Path(shutil.copytree(toy_template, tmp_path / "toy", symlinks=True))
+
+
+def run(name, root, stockcode=None):
+    """The task's function itself (no Prefect engine): repro, checks, commit."""
+    return STAGE_TASKS[name].fn(root=str(root), stockcode=stockcode)
+
+
+def dvc(root, *args):
+    return run_cmd([os.sys.executable, "-m", "dvc", *args], root)
+
+
+# -- failure classes ---------------------------------------------------------------------------
+def failed(*lines):
+    return dvcrepo.DvcRun(["dvc", "repro"], 255, list(lines))
+
+
+def test_validation_marker_is_final():
+    error = dvcrepo.classify_failure("etl_pipeline", failed(
+        "DataValidationError: column 'unit_price' is missing",
+        "ERROR: failed to reproduce 'etl_pipeline': failed to run: python -m stages.etl_pipeline, exited with 2",
+    ))
+    assert isinstance(error, StageDataValidationError) and isinstance(error, DataValidationError)
+    assert not is_transient(error)
+    assert "column 'unit_price' is missing" in str(error)
+
+
+def test_drift_gate_is_final():
+    error = dvcrepo.classify_failure("preprocess@X", failed("DriftGateError: X drifted"))
+    assert isinstance(error, StageDriftGateError) and not is_transient(error)
+
+
+@pytest.mark.parametrize("line", [
+    "ERROR: failed to reproduce 'x': 'data/a.parquet' is busy, it is being blocked by: (PID 12)",
+    "ERROR: Unable to acquire lock. Most likely another DVC process is running",
+    "ERROR: failed to push data to the cloud - Read timed out.",
+])
+def test_busy_lock_and_timeouts_are_transient(line):
+    assert isinstance(dvcrepo.classify_failure("x", failed(line)), TransientStageError)
+
+
+def test_other_failures_are_final():
+    error = dvcrepo.classify_failure("x", failed("Traceback ...", "ERROR: failed to reproduce 'x': exited with 1"))
+    assert isinstance(error, StageCommandError) and not is_transient(error)
+
+
+# -- cache key = what DVC hashes -----------------------------------------------------------------
+def test_fingerprint_follows_deps_params_and_cmd_not_the_checkout(toy, tmp_path):
+    run(ETL, toy)
+    first = dvcrepo.fingerprint(toy, ETL)
+    assert first.in_sync and first.key == dvcrepo.fingerprint(toy, ETL).key
+    # Same inputs in another checkout: same key (results can be shared), …
+    other = tmp_path / "elsewhere"
+    shutil.copytree(toy, other)
+    assert dvcrepo.fingerprint(other, ETL).key == first.key
+    # … but a dependency, a param or the command changes it.
+    raw = toy / "data" / "raw" / "sales.csv"
+    raw.write_text(raw.read_text() + "99,85123A,1,2.55\n")
+    after_data = dvcrepo.fingerprint(toy, ETL)
+    assert after_data.key != first.key and not after_data.in_sync
+    params = yaml.safe_load((toy / "params.yaml").read_text())
+    params["data"]["extra"] = 1
+    (toy / "params.yaml").write_text(yaml.safe_dump(params))
+    after_params = dvcrepo.fingerprint(toy, ETL)
+    assert after_params.key != after_data.key
+    stages = yaml.safe_load((toy / "dvc.yaml").read_text())
+    stages["stages"][ETL]["cmd"] += " "
+    stages["stages"][ETL]["cmd"] = stages["stages"][ETL]["cmd"].replace("python", "python3 -X utf8", 1)
+    (toy / "dvc.yaml").write_text(yaml.safe_dump(stages))
+    assert dvcrepo.fingerprint(toy, ETL).key != after_params.key
+
+
+def test_fingerprint_is_not_in_sync_when_an_output_is_gone(toy):
+    run(ETL, toy)
+    assert dvcrepo.fingerprint(toy, ETL).in_sync
+    key = dvcrepo.fingerprint(toy, ETL).key
+    Layout(toy).original_df.unlink()
+    fp = dvcrepo.fingerprint(toy, ETL)
+    assert fp.key == key and not fp.in_sync  # same inputs, but the workspace must be rebuilt
+
+
+def test_fingerprint_of_a_matrix_stage_from_another_cwd(toy, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # DVC resolves bare targets against the cwd; we must not
+    fp = dvcrepo.fingerprint(toy, stage_id(PREPROCESS, SC))
+    assert fp.inputs["stage"] == f"preprocess@{SC}" and "toy_stage.py" in fp.inputs["deps"]
+
+
+# -- repro, check, commit --------------------------------------------------------------------------
+def test_a_stage_runs_checks_and_commits(toy):
+    result = run(ETL, toy)
+    assert result["metrics"]["lines_kept"] == 41  # header + 40 lines
+    assert result["lock"]["outs"] and dvcrepo.lock_entry(toy, ETL) == result["lock"]
+    assert "changed" not in dvc(toy, "status", ETL)
+    md5 = next(o["md5"] for o in result["lock"]["outs"] if o["path"] == "data/processed_df.parquet")
+    assert (toy / ".dvc" / "cache" / "files" / "md5" / md5[:2] / md5[2:]).exists()
+
+
+def _set_toy(toy, **values):
+    params = yaml.safe_load((toy / "params.yaml").read_text())
+    params["toy"].update(values)
+    (toy / "params.yaml").write_text(yaml.safe_dump(params))
+
+
+def test_validation_error_commits_nothing(toy):
+    _set_toy(toy, invalid=[ETL])
+    with pytest.raises(StageDataValidationError, match="column 'unit_price' is missing"):
+        run(ETL, toy)
+    assert dvcrepo.lock_entry(toy, ETL) is None
+    assert not (toy / ".dvc" / "cache" / "files").exists()
+
+
+def test_garbage_metrics_commit_nothing_and_keep_the_previous_lock_entry(toy):
+    for name in (ETL,):
+        run(name, toy)
+    run("data_drift_check", toy, SC)
+    run(PREPROCESS, toy, SC)
+    before = dvcrepo.lock_entry(toy, stage_id(PREPROCESS, SC))
+    _set_toy(toy, garbage=[PREPROCESS])
+    params = yaml.safe_load((toy / "params.yaml").read_text())
+    params["drift"]["gate"] = "warn"  # a param preprocess depends on, so it re-runs
+    (toy / "params.yaml").write_text(yaml.safe_dump(params))
+    with pytest.raises(StageOutputError, match="do not parse"):
+        run(PREPROCESS, toy, SC)
+    assert dvcrepo.lock_entry(toy, stage_id(PREPROCESS, SC)) == before
+
+
+def test_risk_metrics_must_carry_the_verdict(toy):
+    for name, sc in ((ETL, None), ("data_drift_check", SC), (PREPROCESS, SC), ("tune_primary_model", SC),
+                     ("inference_primary_model", SC)):
+        run(name, toy, sc)
+    risk = Layout(toy).risk_metrics(SC)
+    script = toy / "toy_stage.py"
+    script.write_text(script.read_text().replace('"passed": passed, ', ""))
+    with pytest.raises(StageOutputError, match="'passed' missing"):
+        run(RISK, toy, SC)
+    assert dvcrepo.lock_entry(toy, stage_id(RISK, SC)) is None
+    assert risk.exists()  # left for inspection, but not recorded in dvc.lock
+
+
+# -- params overrides ----------------------------------------------------------------------------
+def test_overrides_apply_for_the_run_and_are_put_back(toy):
+    original = (toy / "params.yaml").read_bytes()
+    applied = dvcrepo.override_strings({"tune.n_trials": 3, "stockcodes": ["85123A"]})
+    with dvcrepo.params_overridden(toy, applied):
+        params = yaml.safe_load((toy / "params.yaml").read_text())
+        assert params["tune"]["n_trials"] == 3 and params["fairness"]["max_mae_diff"] == 0.5
+    assert (toy / "params.yaml").read_bytes() == original
+
+
+def test_an_unknown_param_is_refused(toy):
+    original = (toy / "params.yaml").read_bytes()
+    with pytest.raises(DataValidationError, match="tune.n_trails"):
+        with dvcrepo.params_overridden(toy, ["tune.n_trails=3"]):
+            pass
+    assert (toy / "params.yaml").read_bytes() == original
+
+
+# -- the approval record ---------------------------------------------------------------------------
+def lock_entries():
+    return {
+        "etl_pipeline": {"cmd": "python -m stages.etl_pipeline",
+                         "deps": [{"path": "data/raw/x.parquet", "md5": "a1"}, {"path": "pricing/etl.py", "md5": "c1"}],
+                         "params": {"params.yaml": {"etl": {"w": 30}}},
+                         "outs": [{"path": "data/processed_df.parquet", "md5": "p1"}]},
+        "tune_primary_model@X": {"cmd": "python -m stages.tune X",
+                                 "deps": [{"path": "data/processed_df.parquet", "md5": "p1"}],
+                                 "params": {"params.yaml": {"tune": {"n_trials": 3}}},
+                                 "outs": [{"path": "models/production/dfn_best_X.pth", "md5": "abcdef0123456789"}]},
+    }
+
+
+def record(decision="approved", stages=None, **extra):
+    return registry.make_record(
+        stockcode="X", decision=decision, model_path="models/production/dfn_best_X.pth",
+        stages=stages or lock_entries(), git={"rev": "deadbeef", "dirty": False},
+        metrics={"val": {"rmsle": 0.5}}, verdicts={"drift": {"status": "ok"}, "fairness": {"passed": True}},
+        now=datetime(2026, 1, 1, tzinfo=timezone.utc), **extra,
+    )
+
+
+def test_record_names_model_and_hashes():
+    rec = record()
+    assert rec.model_version == "abcdef012345" and rec.model_md5 == "abcdef0123456789"
+    changed = lock_entries()
+    changed["etl_pipeline"]["deps"][1]["md5"] = "c2"
+    other = record(stages=changed)
+    assert other.lineage["code"] != rec.lineage["code"]
+    assert other.lineage["data"] == rec.lineage["data"] and other.lineage["params"] == rec.lineage["params"]
+
+
+def test_registry_keeps_every_decision_and_serves_the_last_approved(tmp_path):
+    assert registry.approved_model("X", tmp_path) is None
+    assert registry.append(tmp_path, record())
+    assert not registry.append(tmp_path, record())  # the same decision again is not repeated
+    changed = lock_entries()
+    changed["tune_primary_model@X"]["outs"][0]["md5"] = "ffff00001111"
+    assert registry.append(tmp_path, record("rejected", stages=changed, reasons=["mae_diff 0.3 > 0.2"]))
+    assert [r.decision for r in registry.history(tmp_path, "X")] == ["approved", "rejected"]
+    served = registry.approved_model("X", tmp_path)
+    assert served.model_version == "abcdef012345" and served.git["rev"] == "deadbeef"
+    assert registry.stockcodes(tmp_path) == ["X"]
+    assert json.loads(registry.record_file(tmp_path, "X").read_text().splitlines()[1])["reasons"] == ["mae_diff 0.3 > 0.2"]
+    assert "REJECTED" in registry.describe(registry.latest(tmp_path, "X"))
+
+
+@pytest.mark.parametrize("columns,expected", [
+    ({"unit_price": {"drift_detected": True}, "hour": {"drift_detected": False}}, ["unit_price"]),
+    ([{"column": "quantity", "drifted": True}, {"column": "hour", "drifted": False}], ["quantity"]),
+    ({}, []),
+])
+def test_drifted_columns(columns, expected):
+    assert registry.drifted_columns({"columns": columns}) == expected
+
+
+def test_lineage_stages_in_order():
+    assert lineage_stages("X") == [
+        "etl_pipeline", "data_drift_check@X", "preprocess@X", "tune_primary_model@X",
+        "inference_primary_model@X", "assess_model_risk@X",
+    ]

@@ -1,0 +1,75 @@
+"""Optuna search: seeded and repeatable, one history row and progress line per trial, best kept."""
+import numpy as np
+import optuna
+import pytest
+import torch
+
+from pricing.errors import DataValidationError
+from pricing.tuning import DEFAULT_SPACE, suggest_hparams, tune
+
+TINY = dict(n_trials=4, num_epochs=4, patience=2, pruner_startup_trials=2, pruner_warmup_epochs=1,
+            space={"n_units": [4, 16], "batch_sizes": [32, 64]})
+
+
+def toy(n, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 4)).astype(np.float32)
+    return x, (x[:, 0] - 0.5 * x[:, 2] + 0.1 * rng.normal(size=n)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return (*toy(160, 0), *toy(60, 1))
+
+
+def test_same_seed_same_search_and_weights(data):
+    lines = []
+    first = tune(*data, seed=3, progress=lines.append, **TINY)
+    second = tune(*data, seed=3, **TINY)
+    assert first.hparams == second.hparams and first.best_trial == second.best_trial
+    a, b = first.model.state_dict(), second.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert len(first.history) == len(lines) == TINY["n_trials"]
+    assert all(line.startswith(f"trial {i + 1}/{TINY['n_trials']} ") for i, line in enumerate(lines))
+    other = tune(*data, seed=4, **TINY)
+    assert [row["lr"] for row in other.history] != [row["lr"] for row in first.history]
+
+
+def test_the_returned_model_is_the_best_trial_at_its_best_epoch(data):
+    result = tune(*data, seed=0, **TINY)
+    complete = [row for row in result.history if row["state"] == "COMPLETE"]
+    assert result.best_value == pytest.approx(min(row["val_mse"] for row in complete))
+    assert result.history[result.best_trial]["val_mse"] == pytest.approx(result.best_value)
+    # predict_log clips inputs to the train range, as the search did when scoring
+    val_mse = np.mean((result.model.predict_log(data[2]) - data[3]) ** 2)
+    assert val_mse == pytest.approx(result.best_value, rel=1e-5)
+    assert result.n_complete + result.n_pruned + result.n_failed == TINY["n_trials"]
+    assert not result.stopped_by_timeout
+    assert result.hparams["n_features"] == 4 and "seed" in result.hparams
+    assert [row["best_val_mse"] for row in complete] == sorted(
+        (row["best_val_mse"] for row in complete), reverse=True)
+
+
+def test_the_space_covers_the_tutorials_choices():
+    seen = set()
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(60):
+        trial = study.ask()
+        hp = suggest_hparams(trial, 3, DEFAULT_SPACE)
+        assert 1 <= len(hp["hidden_units"]) <= 3 and len(hp["dropouts"]) == len(hp["hidden_units"])
+        assert 1e-4 <= hp["lr"] <= 1e-2 and hp["batch_size"] in DEFAULT_SPACE["batch_sizes"]
+        seen.add(hp["optimizer"])
+        study.tell(trial, 0.0)
+    assert seen == {"adam", "adamw", "rmsprop", "sgd", "adamax", "radam"}
+
+
+def test_bad_input_is_refused(data):
+    x, y, xv, yv = data
+    with pytest.raises(DataValidationError):
+        tune(x, y, xv[:, :3], yv, seed=0, **TINY)
+    bad = x.copy()
+    bad[0, 0] = np.nan
+    with pytest.raises(DataValidationError):
+        tune(bad, y, xv, yv, seed=0, **TINY)
+    with pytest.raises(DataValidationError):
+        tune(x, y, xv, yv, seed=0, **{**TINY, "space": {"optimizers": ["lbfgs"]}})
