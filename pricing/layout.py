@@ -104,6 +104,15 @@ class Layout:
     def risk_metrics(self, stockcode: str) -> Path:
         return self.root / "metrics" / f"dfn_risk_fairness_{stockcode}.json"
 
+    # -- approval record (written by the lineage flow, tracked by git) --------------------
+    @property
+    def registry_dir(self) -> Path:
+        return self.root / "registry"
+
+    def registry_record(self, stockcode: str) -> Path:
+        """Every approval and rejection of ``stockcode``'s candidates, one JSON line each."""
+        return self.registry_dir / f"{stockcode}.jsonl"
+
 
 SPLITS = ("train", "val", "test")
 

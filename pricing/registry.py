@@ -25,7 +25,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-REGISTRY_DIR = "registry"  # TODO(layout): move into pricing.layout.Layout as registry_record()
+from pricing.layout import Layout
+
 APPROVED = "approved"
 REJECTED = "rejected"
 DECISIONS = (APPROVED, REJECTED)
@@ -35,7 +36,7 @@ CODE_SUFFIXES = (".py",)
 
 def record_file(root: Path | str, stockcode: str) -> Path:
     """Where the decisions about ``stockcode`` are recorded."""
-    return Path(root) / REGISTRY_DIR / f"{stockcode}.jsonl"
+    return Layout(Path(root)).registry_record(stockcode)
 
 
 @dataclass(frozen=True)
@@ -229,7 +230,7 @@ def approved_model(stockcode: str, root: Path | str = ".") -> Record | None:
 
 def stockcodes(root: Path | str = ".") -> list[str]:
     """Stockcodes with at least one recorded decision."""
-    folder = Path(root) / REGISTRY_DIR
+    folder = Layout(Path(root)).registry_dir
     return sorted(p.stem for p in folder.glob("*.jsonl")) if folder.is_dir() else []
 
 
