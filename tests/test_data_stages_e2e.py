@@ -103,3 +103,24 @@ def test_bad_input_fails_cleanly_and_keeps_earlier_outputs(project, name, conten
     assert errors and message in errors[0] and name in output, output
     assert {path: md5(path) for path in before} == before
     assert not list((project / "data").glob(".*.tmp"))
+
+
+def test_drifted_data_trains_nothing_under_plain_repro(project):
+    """A threshold every ordinary week exceeds: the drift stage records drift and exits 0,
+    and preprocess refuses, so `dvc repro` stops before any training."""
+    layout = Layout(project)
+    before = md5(layout.split_features(STOCKCODE, "train", True))
+    update_params(project, {"drift": {"comparisons": {"weekly": {"threshold": 0.999}}}})
+    result = run(["dvc", "repro", f"preprocess@{STOCKCODE}"], project, check=False)
+    assert result.returncode != 0
+    assert stages_run(result.stdout) == [f"data_drift_check@{STOCKCODE}", f"preprocess@{STOCKCODE}"]
+    verdict = json.loads(layout.drift_metrics(STOCKCODE).read_text())
+    assert verdict["drift_detected"] is True and verdict["status"] == "drift"
+    assert f"DriftGateError: data drift detected for {STOCKCODE}" in result.stdout + result.stderr
+    assert md5(layout.split_features(STOCKCODE, "train", True)) == before
+
+    # Warn-only: the verdict (which records the gate mode) is redone, and training data follows.
+    update_params(project, {"drift": {"gate": "warn"}})
+    result = run(["dvc", "repro", f"preprocess@{STOCKCODE}"], project)
+    assert stages_run(result.stdout) == [f"data_drift_check@{STOCKCODE}", f"preprocess@{STOCKCODE}"]
+    assert f"warning: data drift detected for {STOCKCODE}" in result.stdout
