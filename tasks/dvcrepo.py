@@ -227,14 +227,18 @@ def restore_lock_entry(root: Path, address: str, entry: dict[str, Any] | None) -
 
 # -- git ------------------------------------------------------------------------------------
 def git_revision(root: Path) -> dict[str, Any]:
-    """HEAD of the checkout and whether the work tree differs from it."""
+    """HEAD of the checkout and whether tracked files differ from it.
+
+    Untracked files do not count: a run's own products (dvc.lock, metrics, the registry) are
+    untracked in a fresh clone, and they do not change what code and params ran.
+    """
 
     def git(*args: str) -> str | None:
         result = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True)
         return result.stdout.strip() if result.returncode == 0 else None
 
     rev = git("rev-parse", "HEAD")
-    status = git("status", "--porcelain")
+    status = git("status", "--porcelain", "--untracked-files=no")
     return {"rev": rev, "dirty": bool(status) if status is not None else None}
 
 
