@@ -1,7 +1,7 @@
 """Model-quality benchmark: the tuned network against naive baselines and gradient boosting.
 
-    .venv/bin/python -m bench.model_quality [--stockcodes 85123A 85099B ...] [--seeds 0 1 2]
-                                            [--n-trials N]
+    .venv/bin/python -m bench.model_quality [--stockcodes 85123A 85099B ...] [--seeds 42 43 44]
+                                            [--n-trials N] [--bootstrap 2000]
 
 For each stockcode, the real `preprocess` stage runs in a temporary directory (params.yaml
 and the repo's `data/processed_df.parquet`; run `dvc repro etl_pipeline` first) with a
@@ -10,7 +10,10 @@ drift gate says. Then, on the default split and per seed: the network tuned exac
 `tune_primary_model` does (params.yaml's `tune` section, that seed), the two naive baselines
 of the lineage, and a `HistGradientBoostingRegressor` on the same transformed features and
 the same log1p target. Reported on test: RMSLE, MAE (quantity scale), log-MSE, and the
-tuning wall time; mean ± sd over seeds, the tutorial's numbers beside 85123A.
+tuning wall time; mean ± sd over seeds (default: params.yaml's seed and the next two), the
+tutorial's numbers beside 85123A; then, on the first seed, a bootstrap 95 % interval of test
+RMSLE (test rows resampled) for the network, gradient boosting and the price-median
+baseline, and of the network-minus-boosting difference (paired: the same resampled rows).
 """
 from __future__ import annotations
 
@@ -25,13 +28,15 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import optuna
 import pandas as pd
+import yaml
 from sklearn.ensemble import HistGradientBoostingRegressor
 
 from pricing.baselines import BASELINES
 from pricing.evaluation import quantity_from_log, regression_metrics
-from pricing.layout import Layout, load_params
+from pricing.layout import Layout
 from pricing.training import load_split, read_feature_names, seed_everything
 from pricing.tuning import tune
 
@@ -55,14 +60,40 @@ def preprocess(workdir: Path, stockcode: str) -> Layout:
     return layout
 
 
-def evaluate(stockcode: str, layout: Layout, seeds: list[int], tune_cfg: dict) -> dict[str, list[dict]]:
+def rmsle_of(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    return regression_metrics(y_true, y_pred)["rmsle"]
+
+
+def bootstrap(y_true: np.ndarray, predictions: dict[str, np.ndarray], n: int, seed: int) -> dict[str, tuple]:
+    """Percentile 95 % intervals of test RMSLE per model, and of network − gradient boosting
+    (paired: each resample scores every model on the same rows)."""
+    rng = np.random.default_rng(seed)
+    log_true = np.log1p(y_true)
+    sq = {name: (np.log1p(np.clip(pred, 0, None)) - log_true) ** 2 for name, pred in predictions.items()}
+    draws = {name: [] for name in sq}
+    diff = []
+    for _ in range(n):
+        idx = rng.integers(0, len(y_true), len(y_true))
+        scores = {name: float(np.sqrt(values[idx].mean())) for name, values in sq.items()}
+        for name, score in scores.items():
+            draws[name].append(score)
+        diff.append(scores["network"] - scores["hist_gradient_boosting"])
+    out = {name: tuple(np.percentile(values, [2.5, 97.5])) for name, values in draws.items()}
+    out["network - hist_gradient_boosting"] = tuple(np.percentile(diff, [2.5, 97.5]))
+    return out
+
+
+def evaluate(stockcode: str, layout: Layout, seeds: list[int], tune_cfg: dict, n_bootstrap: int) -> dict[str, list[dict]]:
     names = read_feature_names(layout, stockcode)
     train, val, test = (load_split(layout, stockcode, s, names) for s in ("train", "val", "test"))
     y_test = test.y["quantity"].to_numpy()
     rows: dict[str, list[dict]] = {"network": [], "hist_gradient_boosting": []}
+    first_predictions: dict[str, np.ndarray] = {}
     for name, cls in BASELINES.items():
         model = cls().fit(train.x_raw["unit_price"], train.y["quantity"])
-        rows[name] = [regression_metrics(y_test, model.predict(test.x_raw["unit_price"]))]
+        pred = model.predict(test.x_raw["unit_price"])
+        rows[name] = [regression_metrics(y_test, pred)]
+        first_predictions[name] = pred
     for seed in seeds:
         seed_everything(seed, tune_cfg.get("torch_threads", 1))
         started = time.perf_counter()
@@ -72,16 +103,22 @@ def evaluate(stockcode: str, layout: Layout, seeds: list[int], tune_cfg: dict) -
             patience=int(tune_cfg["patience"]), timeout=tune_cfg.get("timeout"), space=tune_cfg.get("space"),
             pruner_startup_trials=int(tune_cfg.get("pruner_startup_trials", 5)),
             pruner_warmup_epochs=int(tune_cfg.get("pruner_warmup_epochs", 10)),
-            threads=tune_cfg.get("torch_threads", 1),
+            threads=tune_cfg.get("torch_threads", 1), ensemble_size=int(tune_cfg.get("ensemble_size", 1)),
         )
         seconds = time.perf_counter() - started
-        net = regression_metrics(y_test, quantity_from_log(result.model.predict_log(test.x)))
+        net_pred = quantity_from_log(result.model.predict_log(test.x))
+        net = regression_metrics(y_test, net_pred)
         rows["network"].append({**net, "seconds": seconds, "val_rmsle": result.best_value ** 0.5,
                                 "stopped_by_timeout": result.stopped_by_timeout})
         hgb = HistGradientBoostingRegressor(random_state=seed).fit(train.x, train.y["log1p_quantity"])
-        rows["hist_gradient_boosting"].append(regression_metrics(y_test, quantity_from_log(hgb.predict(test.x))))
+        hgb_pred = quantity_from_log(hgb.predict(test.x))
+        rows["hist_gradient_boosting"].append(regression_metrics(y_test, hgb_pred))
+        if seed == seeds[0]:
+            first_predictions.update(network=net_pred, hist_gradient_boosting=hgb_pred)
         print(f"  {stockcode} seed {seed}: network rmsle {net['rmsle']:.4f} (val {result.best_value ** 0.5:.4f}), "
-              f"tuning {seconds:.1f} s", flush=True)
+              f"gradient boosting {rmsle_of(y_test, hgb_pred):.4f}, tuning {seconds:.1f} s", flush=True)
+    rows["bootstrap"] = [bootstrap(y_test, first_predictions, n_bootstrap, seeds[0])] if n_bootstrap else []
+    rows["first_seed"] = [{name: rmsle_of(y_test, pred) for name, pred in first_predictions.items()}]
     return rows
 
 
@@ -94,11 +131,17 @@ def summary(values: list[float]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--stockcodes", nargs="+", default=DEFAULT_STOCKCODES)
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--seeds", nargs="+", type=int,
+                        help="default: params.yaml's seed and the next two; the first gets the bootstrap")
     parser.add_argument("--n-trials", type=int, help="override tune.n_trials")
+    parser.add_argument("--bootstrap", type=int, default=2000, help="resamples (0: none)")
+    parser.add_argument("--params", type=Path, default=ROOT / "params.yaml",
+                        help="another params file to compare (e.g. a before/after A/B); default the repo's")
     args = parser.parse_args(argv)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    params = load_params(ROOT)
+    params = yaml.safe_load(args.params.read_text())
+    if not args.seeds:
+        args.seeds = [int(params["seed"]) + i for i in range(3)]
     tune_cfg = dict(params["tune"])
     if args.n_trials:
         tune_cfg["n_trials"] = args.n_trials
@@ -109,14 +152,15 @@ def main(argv: list[str] | None = None) -> int:
     table = []
     with tempfile.TemporaryDirectory(prefix="bench-model-") as tmp:
         workdir = Path(tmp)
-        shutil.copy2(ROOT / "params.yaml", workdir / "params.yaml")
+        shutil.copy2(args.params, workdir / "params.yaml")
         (workdir / "data").mkdir()
         os.symlink(processed, workdir / "data" / "processed_df.parquet")
         for stockcode in args.stockcodes:
             layout = preprocess(workdir, stockcode)
             sizes = [len(pd.read_parquet(layout.split_target(stockcode, s))) for s in ("train", "val", "test")]
             print(f"{stockcode}: train/val/test {'/'.join(map(str, sizes))}", flush=True)
-            table.append((stockcode, sizes, evaluate(stockcode, layout, args.seeds, tune_cfg)))
+            table.append((stockcode, sizes, evaluate(stockcode, layout, args.seeds, tune_cfg,
+                                                     args.bootstrap)))
 
     print()
     print(f"test metrics, mean±sd over seeds {args.seeds} (baselines are deterministic); "
@@ -137,6 +181,17 @@ def main(argv: list[str] | None = None) -> int:
         net = statistics.mean(m["rmsle"] for m in rows["network"])
         hgb = statistics.mean(m["rmsle"] for m in rows["hist_gradient_boosting"])
         wins += net < hgb
+    if args.bootstrap:
+        print()
+        print(f"seed {args.seeds[0]}: test RMSLE with a bootstrap 95 % interval ({args.bootstrap} resamples "
+              "of the test rows; the difference is paired)")
+        for stockcode, _sizes, rows in table:
+            ci, point = rows["bootstrap"][0], rows["first_seed"][0]
+            parts = [f"{name} {point[name]:.3f} [{lo:.3f}, {hi:.3f}]" for name, (lo, hi) in ci.items()
+                     if name in point]
+            lo, hi = ci["network - hist_gradient_boosting"]
+            diff = point["network"] - point["hist_gradient_boosting"]
+            print(f"{stockcode:9} " + "; ".join(parts) + f"; network - boosting {diff:+.3f} [{lo:+.3f}, {hi:+.3f}]")
     print()
     print(f"network ahead of gradient boosting (mean test RMSLE) on {wins}/{len(table)} stockcodes "
           f"(target: at least 4 of 5)")

@@ -92,6 +92,33 @@ class DemandNet(nn.Module):
         return out
 
 
+class DemandEnsemble(nn.Module):
+    """The mean of several ``DemandNet`` outputs (the tuning study's best few trials).
+
+    Same interface as ``DemandNet`` (``forward`` → ``(n, 1)``, ``predict_log``,
+    ``clip_inputs``, ``set_input_range``); its own ``input_min``/``input_max`` bound the
+    inputs once for all members. Averaging is linear, so DeepSHAP explains it like one net.
+    """
+
+    def __init__(self, members: Sequence[DemandNet]) -> None:
+        super().__init__()
+        if len(members) < 1:
+            raise DataValidationError("an ensemble needs at least one member network")
+        n_features = members[0].input_min.shape[0]
+        if any(m.input_min.shape[0] != n_features for m in members):
+            raise DataValidationError("ensemble members take different numbers of input features")
+        self.members = nn.ModuleList(members)
+        self.register_buffer("input_min", members[0].input_min.detach().clone())
+        self.register_buffer("input_max", members[0].input_max.detach().clone())
+
+    set_input_range = DemandNet.set_input_range
+    clip_inputs = DemandNet.clip_inputs
+    predict_log = DemandNet.predict_log
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([member(x) for member in self.members]).mean(dim=0)
+
+
 def hparams_of(
     n_features: int,
     hidden_units: Sequence[int],
@@ -109,8 +136,19 @@ def hparams_of(
     }
 
 
-def build_model(hparams: Mapping[str, Any]) -> DemandNet:
-    """A fresh (untrained) network shaped as ``hparams`` says."""
+def ensemble_hparams(members: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """``hparams`` of an ensemble: the first (best) member's keys at the top level — what
+    readers of a single network's ``hparams`` expect — plus every member's under ``ensemble``."""
+    if not members:
+        raise DataValidationError("an ensemble needs at least one member")
+    return {**dict(members[0]), "ensemble": [dict(m) for m in members]}
+
+
+def build_model(hparams: Mapping[str, Any]) -> DemandNet | DemandEnsemble:
+    """A fresh (untrained) network — or ensemble, if ``hparams`` has ``ensemble`` — shaped as
+    ``hparams`` says."""
+    if "ensemble" in hparams:
+        return DemandEnsemble([build_model(member) for member in hparams["ensemble"]])
     return DemandNet(
         n_features=int(hparams["n_features"]),
         hidden_units=list(hparams["hidden_units"]),
@@ -120,7 +158,7 @@ def build_model(hparams: Mapping[str, Any]) -> DemandNet:
 
 
 def checkpoint_bytes(
-    model: DemandNet,
+    model: DemandNet | DemandEnsemble,
     hparams: Mapping[str, Any],
     feature_names: Sequence[str],
     transformer_md5: str,
@@ -149,7 +187,7 @@ def checkpoint_bytes(
     return buffer.getvalue()
 
 
-def load_checkpoint(source: Any) -> tuple[DemandNet, dict[str, Any]]:
+def load_checkpoint(source: Any) -> tuple[DemandNet | DemandEnsemble, dict[str, Any]]:
     """Load a checkpoint safely (CPU, ``weights_only=True``); return the model (eval mode) and payload."""
     payload = torch.load(source, map_location="cpu", weights_only=True)
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:

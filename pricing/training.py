@@ -44,16 +44,36 @@ def seed_everything(seed: int, threads: int | None = 1) -> None:
         torch.set_num_threads(int(threads))
 
 
-def make_optimizer(name: str, params, lr: float) -> torch.optim.Optimizer:
+def make_optimizer(name: str, params, lr: float, weight_decay: float = 0.0) -> torch.optim.Optimizer:
+    """``name``'s optimizer; ``weight_decay`` is L2 (decoupled for adamw, as torch defines it)."""
     try:
         cls = OPTIMIZERS[name]
     except KeyError:
         raise DataValidationError(
             f"unknown optimizer {name!r}; choose one of {sorted(OPTIMIZERS)}"
         ) from None
+    if weight_decay < 0:
+        raise DataValidationError(f"weight decay must be >= 0, got {weight_decay}")
     if cls is torch.optim.SGD:
-        return cls(params, lr=lr, momentum=0.9)
-    return cls(params, lr=lr)
+        return cls(params, lr=lr, momentum=0.9, weight_decay=weight_decay)
+    return cls(params, lr=lr, weight_decay=weight_decay)
+
+
+# Training losses on the log1p(quantity) scale. Early stopping and model selection always use
+# the validation MSE (the reported metric); Huber only changes what the optimiser minimises:
+# quadratic within `huber_delta` of the target, linear beyond, so the few lines with a
+# quantity 10-100x the usual one do not dominate the gradient.
+LOSSES = ("mse", "huber")
+
+
+def make_loss(name: str, huber_delta: float = 1.0) -> nn.Module:
+    if name == "mse":
+        return nn.MSELoss()
+    if name == "huber":
+        if huber_delta <= 0:
+            raise DataValidationError(f"huber_delta must be > 0, got {huber_delta}")
+        return nn.HuberLoss(delta=float(huber_delta))
+    raise DataValidationError(f"unknown loss {name!r}; choose one of {list(LOSSES)}")
 
 
 @dataclass
@@ -90,9 +110,17 @@ def train_model(
     patience: int | None = 10,
     seed: int = 0,
     on_epoch: Callable[[int, float], None] | None = None,
+    weight_decay: float = 0.0,
+    loss: str = "mse",
+    huber_delta: float = 1.0,
+    lr_plateau_patience: int | None = None,
+    lr_plateau_factor: float = 0.5,
 ) -> TrainResult:
-    """Train ``model`` in place on MSE; stop after ``patience`` epochs without a better
-    validation loss and restore the weights of the best epoch.
+    """Train ``model`` in place on ``loss`` (MSE or Huber); stop after ``patience`` epochs
+    without a better validation MSE and restore the weights of the best epoch.
+
+    ``lr_plateau_patience``: halve (``lr_plateau_factor``) the learning rate after that many
+    epochs without a better validation MSE (``None``: constant learning rate).
 
     ``on_epoch(epoch, val_loss)`` is called after every epoch (Optuna's pruning hook); it
     may raise to abort the run. ``x_val``/``y_val`` drive early stopping only — they must
@@ -107,8 +135,13 @@ def train_model(
             f"too few rows to train: {len(xt)} train, {len(xv)} validation"
         )
     generator = torch.Generator().manual_seed(int(seed))
-    opt = make_optimizer(optimizer, model.parameters(), lr)
-    loss_fn = nn.MSELoss()
+    opt = make_optimizer(optimizer, model.parameters(), lr, weight_decay)
+    loss_fn = make_loss(loss, huber_delta)
+    scheduler = None
+    if lr_plateau_patience is not None:
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            opt, mode="min", factor=float(lr_plateau_factor), patience=int(lr_plateau_patience)
+        )
     n = len(xt)
     batch_size = max(1, min(int(batch_size), n))
 
@@ -136,6 +169,8 @@ def train_model(
         if not np.isfinite(val_loss):
             val_loss = float("inf")
         result.val_losses.append(val_loss)
+        if scheduler is not None and np.isfinite(val_loss):
+            scheduler.step(val_loss)
         if val_loss < best_loss:
             best_loss, best_epoch = val_loss, epoch
             best_state = copy.deepcopy(model.state_dict())

@@ -4,7 +4,9 @@ The space is the tutorial's: number of layers, units and dropout per layer, log-
 learning rate, optimizer (adam/adamw/rmsprop/sgd/adamax/radam), batch size — plus batch
 norm on/off. Each trial trains with early stopping (best weights restored) and reports its
 validation loss per epoch so the pruner can stop hopeless trials. The test split never
-enters this module.
+enters this module. Optional space keys add weight decay, a Huber training loss and a
+plateau learning-rate schedule; ``ensemble_size`` k returns the mean of the k best trials'
+networks instead of the single best (chosen on validation, like it).
 
 Reproducibility: the sampler's seed and each trial's training seed (``seed + trial
 number``) come from one ``seed``. ``timeout`` is a safety net: if it cuts the study short
@@ -21,8 +23,8 @@ import numpy as np
 import optuna
 
 from pricing.errors import DataValidationError
-from pricing.model import DemandNet, hparams_of
-from pricing.training import OPTIMIZERS, seed_everything, train_model
+from pricing.model import DemandEnsemble, DemandNet, ensemble_hparams, hparams_of
+from pricing.training import LOSSES, OPTIMIZERS, seed_everything, train_model
 
 DEFAULT_SPACE: dict[str, Any] = {
     "n_layers": [1, 3],
@@ -33,14 +35,22 @@ DEFAULT_SPACE: dict[str, Any] = {
     "batch_sizes": [16, 32, 64, 128],
     "batch_norm": [False, True],
 }
+# Optional keys of a space (absent: the value after the colon, and nothing is sampled, so a
+# space without them draws exactly the trials it always did):
+#   weight_decay: [lo, hi]            log-uniform L2 penalty (absent: 0)
+#   loss: [mse, huber]                training loss(es) on log1p(quantity) (absent: mse)
+#   huber_delta: 1.0                  the Huber loss's quadratic zone, log1p units
+#   lr_plateau_patience: null         epochs without a better val MSE before the lr halves
+TRAINING_DEFAULTS: dict[str, Any] = {"loss": ["mse"], "huber_delta": 1.0, "lr_plateau_patience": None}
 
 
 @dataclass
 class TuningResult:
-    model: DemandNet  # the best trial's network, best-epoch weights, eval mode
+    model: DemandNet | DemandEnsemble  # best trial's network (or the top-k's mean), eval mode
     hparams: dict[str, Any]
-    best_value: float  # validation MSE on the log1p scale
+    best_value: float  # validation MSE on the log1p scale (of the ensemble, if one)
     best_trial: int
+    ensemble_trials: list[int] = field(default_factory=list)  # members, best first
     history: list[dict[str, Any]] = field(default_factory=list)
     n_complete: int = 0
     n_pruned: int = 0
@@ -62,7 +72,7 @@ def suggest_hparams(trial: optuna.Trial, n_features: int, space: Mapping[str, An
     units = [trial.suggest_int(f"n_units_l{i}", lo_units, hi_units, log=True) for i in range(n_layers)]
     drops = [trial.suggest_float(f"dropout_l{i}", lo_drop, hi_drop) for i in range(n_layers)]
     batch_norm_choices = [bool(b) for b in space.get("batch_norm", [False])]
-    return hparams_of(
+    hp = hparams_of(
         n_features,
         units,
         drops,
@@ -71,6 +81,37 @@ def suggest_hparams(trial: optuna.Trial, n_features: int, space: Mapping[str, An
         lr=trial.suggest_float("lr", lo_lr, hi_lr, log=True),
         batch_size=trial.suggest_categorical("batch_size", [int(b) for b in space["batch_sizes"]]),
     )
+    return {**hp, **suggest_training(trial, space)}
+
+
+def suggest_training(trial: optuna.Trial, space: Mapping[str, Any]) -> dict[str, Any]:
+    """Weight decay, loss and learning-rate schedule: sampled only when ``space`` gives a choice."""
+    out: dict[str, Any] = {}
+    if space.get("weight_decay") is not None:
+        lo_wd, hi_wd = (float(v) for v in space["weight_decay"])
+        if not 0 < lo_wd <= hi_wd:
+            raise DataValidationError(f"weight_decay range must be 0 < lo <= hi, got {[lo_wd, hi_wd]}")
+        out["weight_decay"] = (
+            lo_wd if lo_wd == hi_wd else trial.suggest_float("weight_decay", lo_wd, hi_wd, log=True)
+        )
+    losses = space.get("loss", TRAINING_DEFAULTS["loss"])
+    losses = [losses] if isinstance(losses, str) else list(losses)
+    for name in losses:
+        if name not in LOSSES:
+            raise DataValidationError(f"unknown loss {name!r} in the search space; choose from {list(LOSSES)}")
+    out["loss"] = losses[0] if len(losses) == 1 else trial.suggest_categorical("loss", losses)
+    if out["loss"] == "huber":
+        out["huber_delta"] = float(space.get("huber_delta", TRAINING_DEFAULTS["huber_delta"]))
+    plateau = space.get("lr_plateau_patience", TRAINING_DEFAULTS["lr_plateau_patience"])
+    if plateau is not None:
+        out["lr_plateau_patience"] = int(plateau)
+    return out
+
+
+def training_kwargs(hp: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``train_model`` keyword arguments an ``hparams`` dict describes."""
+    keys = ("optimizer", "lr", "batch_size", "weight_decay", "loss", "huber_delta", "lr_plateau_patience")
+    return {k: hp[k] for k in keys if k in hp}
 
 
 def tune(
@@ -89,8 +130,13 @@ def tune(
     pruner_warmup_epochs: int = 10,
     threads: int | None = 1,
     progress: Callable[[str], None] | None = None,
+    ensemble_size: int = 1,
 ) -> TuningResult:
-    """Search ``space`` for ``n_trials`` trials; return the best trial's trained network."""
+    """Search ``space`` for ``n_trials`` trials; return the best trial's trained network, or
+    with ``ensemble_size`` k > 1 the mean of the k best trials' networks (each at its best
+    epoch; chosen by validation MSE, like the single best)."""
+    if int(ensemble_size) < 1:
+        raise DataValidationError(f"ensemble_size must be >= 1, got {ensemble_size}")
     space = {**DEFAULT_SPACE, **(space or {})}
     x_train = np.asarray(x_train, dtype=np.float32)
     x_val = np.asarray(x_val, dtype=np.float32)
@@ -112,6 +158,7 @@ def tune(
     )
     study = optuna.create_study(direction="minimize", sampler=sampler, pruner=pruner)
     best: dict[str, Any] = {}
+    top: list[dict[str, Any]] = []  # the ensemble_size best trials, best first
     history: list[dict[str, Any]] = []
     started = time.perf_counter()
 
@@ -129,19 +176,23 @@ def tune(
 
         result = train_model(
             model, x_train, y_train, x_val, y_val,
-            optimizer=hp["optimizer"], lr=hp["lr"], batch_size=hp["batch_size"],
             num_epochs=num_epochs, patience=patience, seed=trial_seed, on_epoch=report,
+            **training_kwargs(hp),
         )
         trial.set_user_attr("best_epoch", result.best_epoch)
         trial.set_user_attr("epochs_run", result.epochs_run)
         if not np.isfinite(result.best_val_loss):
             raise optuna.TrialPruned()  # diverged: no usable weights
+        entry = dict(
+            value=result.best_val_loss, trial=trial.number, model=model,
+            hparams={**hp, "seed": trial_seed, "best_epoch": result.best_epoch,
+                     "epochs_run": result.epochs_run},
+        )
         if not best or result.best_val_loss < best["value"]:
-            best.update(
-                value=result.best_val_loss, trial=trial.number, model=model,
-                hparams={**hp, "seed": trial_seed, "best_epoch": result.best_epoch,
-                         "epochs_run": result.epochs_run},
-            )
+            best.update(entry)
+        top.append(entry)
+        top.sort(key=lambda e: (e["value"], e["trial"]))
+        del top[int(ensemble_size):]
         return result.best_val_loss
 
     def record(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
@@ -177,11 +228,17 @@ def tune(
             "no tuning trial finished with a finite validation loss; widen the budget or the space"
         )
     states = [t.state for t in study.trials]
+    model, hparams, value = best["model"], best["hparams"], float(best["value"])
+    if len(top) > 1:
+        model = DemandEnsemble([e["model"] for e in top]).eval()
+        hparams = ensemble_hparams([e["hparams"] for e in top])
+        value = float(np.mean((model.predict_log(x_val) - np.asarray(y_val, dtype=np.float64).reshape(-1)) ** 2))
     return TuningResult(
-        model=best["model"],
-        hparams=best["hparams"],
-        best_value=float(best["value"]),
+        model=model,
+        hparams=hparams,
+        best_value=value,
         best_trial=int(best["trial"]),
+        ensemble_trials=[int(e["trial"]) for e in top],
         history=history,
         n_complete=states.count(optuna.trial.TrialState.COMPLETE),
         n_pruned=states.count(optuna.trial.TrialState.PRUNED),

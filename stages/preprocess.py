@@ -41,7 +41,8 @@ def main(argv: list[str]) -> None:
     layout = Layout()
     params = load_params(layout.root)
     verdict = enforce_drift_gate(layout, stockcode, params["drift"]["gate"])
-    numeric, categorical = params["features"]["numeric"], params["features"]["categorical"]
+    features = params["features"]
+    numeric, categorical = features["numeric"], features["categorical"]
 
     lines = pl.scan_parquet(layout.processed_df).filter(pl.col("stockcode") == stockcode).collect()
     if lines.height == 0:
@@ -55,7 +56,7 @@ def main(argv: list[str]) -> None:
         split_params["test_max_rows"],
     )
     splits = {name: part.to_pandas() for name, part in time_ordered_split(lines, sizes).items()}
-    transformer = fit_transformer(splits["train"], numeric, categorical)
+    transformer = fit_transformer(splits["train"], numeric, categorical, features.get("log_scaled", []))
     feature_names = [str(name) for name in transformer.get_feature_names_out()]
 
     final_dir = layout.preprocessed_dir(stockcode)

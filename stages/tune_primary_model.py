@@ -45,6 +45,7 @@ def main(argv: list[str]) -> None:
         pruner_startup_trials=int(cfg.get("pruner_startup_trials", 5)),
         pruner_warmup_epochs=int(cfg.get("pruner_warmup_epochs", 10)),
         threads=threads, progress=lambda line: print(line, flush=True),
+        ensemble_size=int(cfg.get("ensemble_size", 1)),
     )
 
     data = checkpoint_bytes(result.model, result.hparams, names, transformer_md5, stockcode)

@@ -8,6 +8,8 @@ from torch import nn
 
 from pricing.errors import DataValidationError
 from pricing.model import (
+    DemandEnsemble,
+    ensemble_hparams,
     DemandNet,
     build_model,
     checkpoint_bytes,
@@ -89,3 +91,53 @@ def test_checkpoint_refuses_mismatched_names_and_foreign_files(tmp_path):
     torch.save({"weights": torch.zeros(2)}, foreign)
     with pytest.raises(DataValidationError):
         load_checkpoint(foreign)
+
+
+def make_ensemble_checkpoint():
+    members = []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        hp = hparams_of(3, [4 + seed], [0.0], seed == 1, optimizer="adam", lr=1e-3, batch_size=16)
+        members.append((build_model(hp), hp))
+    ensemble = DemandEnsemble([m for m, _ in members])
+    ensemble.set_input_range(np.random.default_rng(0).normal(size=(20, 3)))
+    ensemble.eval()
+    hp = ensemble_hparams([h for _, h in members])
+    return ensemble, members, hp, checkpoint_bytes(ensemble, hp, ["a", "b", "c"], "f" * 32, "SC1")
+
+
+def test_ensemble_is_the_mean_of_its_members_and_clips_inputs():
+    ensemble, members, hp, _ = make_ensemble_checkpoint()
+    x = torch.randn(7, 3)
+    for model, _ in members:
+        model.eval()
+    expected = torch.stack([m(x) for m, _ in members]).mean(dim=0)
+    assert ensemble(x).shape == (7, 1)
+    assert torch.allclose(ensemble(x), expected)
+    far = ensemble.predict_log(np.array([[50.0, -40.0, 9.0]]))
+    edge = ensemble.predict_log(np.minimum(np.maximum([[50.0, -40.0, 9.0]], ensemble.input_min.numpy()),
+                                           ensemble.input_max.numpy()))
+    assert far == pytest.approx(edge)
+    # the best member's keys stay at the top level for readers of a single network's hparams
+    assert hp["hidden_units"] == [4] and hp["optimizer"] == "adam" and len(hp["ensemble"]) == 3
+
+
+def test_ensemble_checkpoint_round_trip_is_weights_only():
+    ensemble, _, hp, data = make_ensemble_checkpoint()
+    assert data == make_ensemble_checkpoint()[3]
+    raw = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    assert raw["hparams"] == hp
+    loaded, _ = load_checkpoint(io.BytesIO(data))
+    assert isinstance(loaded, DemandEnsemble) and len(loaded.members) == 3
+    x = np.random.default_rng(1).normal(size=(9, 3)) * 5
+    assert np.array_equal(loaded.predict_log(x), ensemble.predict_log(x))
+
+
+def test_deep_shap_explains_an_ensemble_additively():
+    from pricing.explain import explain
+
+    ensemble, *_ = make_ensemble_checkpoint()
+    rng = np.random.default_rng(0)
+    result = explain(ensemble, rng.normal(size=(30, 3)), rng.normal(size=(10, 3)), ["a", "b", "c"],
+                     seed=0, background_size=20)
+    assert result.max_additivity_error < 1e-4

@@ -93,3 +93,49 @@ def test_identifiers_and_bad_features_are_refused():
     lines.loc[3, "hour"] = np.nan
     with pytest.raises(DataValidationError, match="missing values: hour"):
         fit_transformer(lines, NUMERIC, CATEGORICAL)
+
+
+LOG_SCALED = ["customer_lines_before", "unit_price"]
+
+
+def test_log_scaled_features_are_log1p_then_standardised_on_train():
+    lines = product_lines(90)
+    train, later = lines.iloc[:60], lines.iloc[60:]
+    transformer = fit_transformer(train, NUMERIC, CATEGORICAL, log_scaled=LOG_SCALED)
+    plain = fit_transformer(train, NUMERIC, CATEGORICAL)
+    out, out_plain = transform(transformer, later), transform(plain, later)
+    # same feature names either way (only the order moves: plain numeric, log-scaled, one-hot)
+    assert sorted(out.columns) == sorted(out_plain.columns)
+    assert list(out.columns[:4]) == ["unitprice_vs_max", "hour", "unit_price", "customer_lines_before"]
+    for name in LOG_SCALED:
+        logged = np.log1p(train[name].astype(float))
+        expected = (np.log1p(later[name].astype(float)) - logged.mean()) / logged.std(ddof=0)
+        np.testing.assert_allclose(out[name].to_numpy(), expected.to_numpy(), rtol=1e-10)
+    for name in set(out.columns) - set(LOG_SCALED):
+        np.testing.assert_allclose(out[name].to_numpy(), out_plain[name].to_numpy())
+
+
+def test_log_scaled_transformer_survives_a_parquet_dtype_round_trip(tmp_path):
+    train = product_lines()
+    transformer = fit_transformer(train, NUMERIC, CATEGORICAL, log_scaled=LOG_SCALED)
+    path = tmp_path / "x.parquet"
+    train.assign(
+        is_registered=train["is_registered"].astype(str),
+        is_uk=train["is_uk"].astype(float),
+        customer_lines_before=train["customer_lines_before"].astype("int32"),
+    ).to_parquet(path)
+    reread = pd.read_parquet(path)
+    np.testing.assert_allclose(transform(transformer, reread).to_numpy(), transform(transformer, train).to_numpy())
+    assert (transform(transformer, reread).dtypes == "float64").all()
+
+
+def test_log_scaling_refuses_negative_values_and_unlisted_features():
+    lines = product_lines()
+    with pytest.raises(DataValidationError, match="not listed under features.numeric: is_uk"):
+        fit_transformer(lines, NUMERIC, CATEGORICAL, log_scaled=["is_uk"])
+    transformer = fit_transformer(lines, NUMERIC, CATEGORICAL, log_scaled=LOG_SCALED)
+    later = lines.assign(customer_lines_before=lines["customer_lines_before"] - 5)
+    with pytest.raises(DataValidationError, match="negative values: customer_lines_before"):
+        transform(transformer, later)
+    with pytest.raises(DataValidationError, match="negative values: customer_lines_before"):
+        fit_transformer(later, NUMERIC, CATEGORICAL, log_scaled=LOG_SCALED)

@@ -88,3 +88,53 @@ def test_bad_inputs_are_refused():
         train_model(fresh(), x, y, x, y, optimizer="lbfgs")
     with pytest.raises(DataValidationError):
         train_model(fresh(), x, y[:-1], x, y)
+
+
+def test_weight_decay_shrinks_the_weights():
+    x, y = toy()
+
+    def norm(weight_decay):
+        model = fresh()
+        train_model(model, x, y, x, y, optimizer="adamw", lr=1e-2, batch_size=32, num_epochs=20,
+                    patience=None, seed=0, weight_decay=weight_decay)
+        return float(sum((p.detach() ** 2).sum() for name, p in model.named_parameters() if "weight" in name))
+
+    assert norm(1.0) < 0.8 * norm(0.0)
+    with pytest.raises(DataValidationError):
+        train_model(fresh(), x, y, x, y, weight_decay=-1.0)
+
+
+def test_huber_loss_learns_and_resists_outliers():
+    x, y = toy()
+    xv, yv = toy(seed=1)
+    y_out = y.copy()
+    y_out[:8] += 50.0  # a few absurd quantities
+    losses = {}
+    for loss in ("mse", "huber"):
+        model = fresh()
+        result = train_model(model, x, y_out, xv, yv, optimizer="adam", lr=1e-2, batch_size=32,
+                             num_epochs=40, patience=None, seed=0, loss=loss, huber_delta=1.0)
+        losses[loss] = result.best_val_loss  # early stopping and the val loss stay MSE
+    assert losses["huber"] < losses["mse"]
+    with pytest.raises(DataValidationError):
+        train_model(fresh(), x, y, x, y, loss="mae")
+
+
+def test_plateau_schedule_lowers_the_learning_rate():
+    x, y = toy(n=64)
+    xv, yv = toy(n=64, seed=1, slope=0.5)  # val loss rises once training converges
+    model = fresh()
+    seen = []
+    original = torch.optim.Adam.step
+
+    def spy(self, *args, **kwargs):
+        seen.append(self.param_groups[0]["lr"])
+        return original(self, *args, **kwargs)
+
+    torch.optim.Adam.step = spy
+    try:
+        train_model(model, x, y, xv, yv, optimizer="adam", lr=1e-2, batch_size=64, num_epochs=40,
+                    patience=None, seed=0, lr_plateau_patience=2)
+    finally:
+        torch.optim.Adam.step = original
+    assert seen[0] == pytest.approx(1e-2) and min(seen) < 1e-2

@@ -73,3 +73,32 @@ def test_bad_input_is_refused(data):
         tune(bad, y, xv, yv, seed=0, **TINY)
     with pytest.raises(DataValidationError):
         tune(x, y, xv, yv, seed=0, **{**TINY, "space": {"optimizers": ["lbfgs"]}})
+
+
+def test_ensemble_averages_the_k_best_trials(data):
+    single = tune(*data, seed=0, **TINY)
+    result = tune(*data, seed=0, ensemble_size=3, **TINY)
+    complete = sorted((row["val_mse"], row["trial"]) for row in result.history if row["state"] == "COMPLETE")
+    assert result.ensemble_trials == [trial for _, trial in complete[:3]]
+    assert result.best_trial == single.best_trial == result.ensemble_trials[0]
+    assert len(result.model.members) == len(result.ensemble_trials)
+    assert result.hparams["hidden_units"] == single.hparams["hidden_units"]
+    assert [m["seed"] for m in result.hparams["ensemble"]] == result.ensemble_trials  # seed 0 + trial
+    val_mse = np.mean((result.model.predict_log(data[2]) - data[3]) ** 2)
+    assert val_mse == pytest.approx(result.best_value, rel=1e-5)
+    with pytest.raises(DataValidationError):
+        tune(*data, seed=0, ensemble_size=0, **TINY)
+
+
+def test_training_choices_are_sampled_only_when_the_space_offers_them(data):
+    plain = tune(*data, seed=0, **TINY)
+    assert not {"weight_decay", "loss"} & set(plain.history[0])
+    assert plain.hparams["loss"] == "mse" and "weight_decay" not in plain.hparams
+    space = {**TINY["space"], "weight_decay": [1e-5, 1e-2], "loss": ["mse", "huber"], "huber_delta": 0.5,
+             "lr_plateau_patience": 2}
+    result = tune(*data, seed=0, **{**TINY, "space": space})
+    assert all(1e-5 <= row["weight_decay"] <= 1e-2 and row["loss"] in ("mse", "huber") for row in result.history)
+    assert result.hparams["lr_plateau_patience"] == 2
+    assert result.hparams.get("huber_delta", 0.5) == 0.5
+    with pytest.raises(DataValidationError):
+        tune(*data, seed=0, **{**TINY, "space": {**space, "loss": ["mae"]}})
