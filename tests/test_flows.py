@@ -114,6 +114,27 @@ def test_second_run_with_nothing_changed_is_all_cached(approved):
     assert registry.history(root, SC) == before
 
 
+def test_lineage_cli_shows_the_served_model_and_its_lineage(approved, capsys):
+    import json
+
+    from flows import lineage_cli
+
+    root, _, _ = approved
+    served = registry.approved_model(SC, root)
+    assert lineage_cli.main(["--root", str(root), "show", SC]) == 0
+    shown = capsys.readouterr().out
+    assert f"{SC}: serving model {served.model_version}" in shown
+    for address in lineage_stages(SC):
+        assert address in shown  # every stage's dvc.lock entry is part of the lineage
+    assert lineage_cli.main(["--root", str(root), "show", SC, "--json"]) == 0
+    as_json = json.loads(capsys.readouterr().out)
+    assert as_json["approved"]["model_md5"] == served.model_md5
+    assert lineage_cli.main(["--root", str(root), "list"]) == 0
+    assert served.model_version in capsys.readouterr().out
+    assert lineage_cli.main(["--root", str(root), "show", "NOSUCH"]) == 1
+    assert "no decision recorded" in capsys.readouterr().out
+
+
 def test_drift_trains_nothing_and_the_served_model_stays(approved, tmp_path):
     root = copy_of(approved[0], tmp_path)
     served = registry.approved_model(SC, root)
