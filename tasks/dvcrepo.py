@@ -146,31 +146,79 @@ def _collect(repo, address: str):
     return stage
 
 
+# Files DVC parses to define the stages (dvc.yaml, its templating params, the lock). Parsing
+# them is most of a fingerprint's cost (ruamel: ~0.2 s per stage here), and a no-op flow run
+# changes none of them, so the parsed stages are kept until one of them changes on disk.
+PIPELINE_FILES = ("dvc.yaml", LOCK_FILE, "params.yaml")
+
+
+@dataclass
+class _ParsedPipeline:
+    signature: tuple
+    repo: Any
+    stages: dict[str, Any] = field(default_factory=dict)
+
+
+_parsed: dict[str, _ParsedPipeline] = {}
+
+
+def _pipeline_signature(root: Path) -> tuple:
+    signature = []
+    for name in PIPELINE_FILES:
+        try:
+            stat = (root / name).stat()
+            signature.append((name, stat.st_ino, stat.st_size, stat.st_mtime_ns))
+        except FileNotFoundError:
+            signature.append((name, None))
+    return tuple(signature)
+
+
+def _parsed_stage(root: Path, address: str):
+    """The stage ``address`` as DVC defines it now; parsed again only after a pipeline file changed.
+
+    Only definitions are kept: the hashes of deps and outs are read from the workspace on
+    every call (DVC's state database makes an unchanged file a stat).
+    """
+    key = str(root.resolve())
+    signature = _pipeline_signature(root)
+    parsed = _parsed.get(key)
+    if parsed is None or parsed.signature != signature:
+        if parsed is not None:
+            parsed.repo.close()
+        repo = _open_repo(root)
+        pipeline = os.path.join(repo.root_dir, "dvc.yaml")
+        # Keyed by name, not `addressing`: that one is relative to the working directory.
+        stages = {stage.name: stage for stage in repo.index.stages if stage.path == pipeline}
+        parsed = _parsed[key] = _ParsedPipeline(signature, repo, stages)
+    if address not in parsed.stages:
+        parsed.stages[address] = _collect(parsed.repo, address)  # raises DVC's own error
+    return parsed.stages[address]
+
+
 def fingerprint(root: Path, address: str) -> Fingerprint:
     """Hash a stage's inputs the way ``dvc.lock`` records them, from the workspace.
 
     DVC's state database remembers file hashes by inode, size and mtime, so an unchanged
     multi-MB dependency costs a stat, not a read.
     """
-    with _open_repo(root) as repo:
-        stage = _collect(repo, address)
-        deps: dict[str, Any] = {}
-        params: dict[str, Any] = {}
-        in_sync = bool(stage.md5 or _has_lock_entry(root, address)) and not stage.changed_stage()
-        for dep in stage.deps:
-            recorded = dep.hash_info.value if dep.hash_info else None
-            try:
-                current = dep.get_hash().value
-            except Exception as error:  # a missing file or param: the stage will say so
-                current = f"<missing: {type(error).__name__}>"
-            if type(dep).__name__ == "ParamsDependency":
-                params[dep.def_path] = current
-            else:
-                deps[dep.def_path] = current
-            in_sync = in_sync and recorded is not None and recorded == current
-        if in_sync:
-            in_sync = all(not out.status() for out in stage.outs)
-        inputs = {"version": CACHE_VERSION, "stage": address, "cmd": stage.cmd, "deps": deps, "params": params}
+    stage = _parsed_stage(root, address)
+    deps: dict[str, Any] = {}
+    params: dict[str, Any] = {}
+    in_sync = bool(stage.md5 or _has_lock_entry(root, address)) and not stage.changed_stage()
+    for dep in stage.deps:
+        recorded = dep.hash_info.value if dep.hash_info else None
+        try:
+            current = dep.get_hash().value
+        except Exception as error:  # a missing file or param: the stage will say so
+            current = f"<missing: {type(error).__name__}>"
+        if type(dep).__name__ == "ParamsDependency":
+            params[dep.def_path] = current
+        else:
+            deps[dep.def_path] = current
+        in_sync = in_sync and recorded is not None and recorded == current
+    if in_sync:
+        in_sync = all(not out.status() for out in stage.outs)
+    inputs = {"version": CACHE_VERSION, "stage": address, "cmd": stage.cmd, "deps": deps, "params": params}
     digest = hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()
     return Fingerprint(address, f"dvc-stage-{digest}", in_sync, inputs)
 
