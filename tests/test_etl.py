@@ -1,4 +1,3 @@
-import polars as pl
 import pytest
 from sales_factory import sale, sales
 
