@@ -38,7 +38,7 @@ from pricing.baselines import BASELINES
 from pricing.evaluation import quantity_from_log, regression_metrics
 from pricing.layout import Layout
 from pricing.training import load_split, read_feature_names, seed_everything
-from pricing.tuning import tune
+from pricing.tuning import tune, tune_options
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_STOCKCODES = ["85123A", "85099B", "22423", "47566", "20725"]  # the five best sellers by lines
@@ -99,11 +99,7 @@ def evaluate(stockcode: str, layout: Layout, seeds: list[int], tune_cfg: dict, n
         started = time.perf_counter()
         result = tune(
             train.x, train.y["log1p_quantity"], val.x, val.y["log1p_quantity"],
-            seed=seed, n_trials=int(tune_cfg["n_trials"]), num_epochs=int(tune_cfg["num_epochs"]),
-            patience=int(tune_cfg["patience"]), timeout=tune_cfg.get("timeout"), space=tune_cfg.get("space"),
-            pruner_startup_trials=int(tune_cfg.get("pruner_startup_trials", 5)),
-            pruner_warmup_epochs=int(tune_cfg.get("pruner_warmup_epochs", 10)),
-            threads=tune_cfg.get("torch_threads", 1), ensemble_size=int(tune_cfg.get("ensemble_size", 1)),
+            seed=seed, **tune_options(tune_cfg),
         )
         seconds = time.perf_counter() - started
         net_pred = quantity_from_log(result.model.predict_log(test.x))

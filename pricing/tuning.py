@@ -44,6 +44,22 @@ DEFAULT_SPACE: dict[str, Any] = {
 TRAINING_DEFAULTS: dict[str, Any] = {"loss": ["mse"], "huber_delta": 1.0, "lr_plateau_patience": None}
 
 
+def tune_options(section: Mapping[str, Any]) -> dict[str, Any]:
+    """``tune``'s keyword arguments from params.yaml's ``tune`` section: the one reading of it,
+    shared by the tune stage and the model-quality benchmark."""
+    return {
+        "n_trials": int(section["n_trials"]),
+        "num_epochs": int(section["num_epochs"]),
+        "patience": int(section["patience"]),
+        "timeout": section.get("timeout"),
+        "space": section.get("space"),
+        "pruner_startup_trials": int(section.get("pruner_startup_trials", 5)),
+        "pruner_warmup_epochs": int(section.get("pruner_warmup_epochs", 10)),
+        "threads": section.get("torch_threads", 1),
+        "ensemble_size": int(section.get("ensemble_size", 1)),
+    }
+
+
 @dataclass
 class TuningResult:
     model: DemandNet | DemandEnsemble  # best trial's network (or the top-k's mean), eval mode

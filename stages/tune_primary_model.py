@@ -16,7 +16,7 @@ from pricing.evaluation import quantity_from_log, regression_metrics
 from pricing.layout import Layout, load_params
 from pricing.model import checkpoint_bytes, model_version
 from pricing.training import file_md5, load_split, read_feature_names, seed_everything
-from pricing.tuning import tune
+from pricing.tuning import tune, tune_options
 from stages.common import atomic_path, run_stage, stockcode_arg, write_json
 
 HISTORY_FIELDS = ["trial", "state", "val_mse", "best_val_mse", "epochs_run"]
@@ -40,12 +40,7 @@ def main(argv: list[str]) -> None:
           f"{len(names)} features, {cfg['n_trials']} trials (timeout {cfg.get('timeout')} s)", flush=True)
     result = tune(
         train.x, train.y["log1p_quantity"], val.x, val.y["log1p_quantity"],
-        seed=seed, n_trials=int(cfg["n_trials"]), num_epochs=int(cfg["num_epochs"]),
-        patience=int(cfg["patience"]), timeout=cfg.get("timeout"), space=cfg.get("space"),
-        pruner_startup_trials=int(cfg.get("pruner_startup_trials", 5)),
-        pruner_warmup_epochs=int(cfg.get("pruner_warmup_epochs", 10)),
-        threads=threads, progress=lambda line: print(line, flush=True),
-        ensemble_size=int(cfg.get("ensemble_size", 1)),
+        seed=seed, progress=lambda line: print(line, flush=True), **tune_options(cfg),
     )
 
     data = checkpoint_bytes(result.model, result.hparams, names, transformer_md5, stockcode)
