@@ -1,13 +1,15 @@
-"""The lineage flow: ETL → per stockcode drift gate → training → fairness gate → approval.
+"""The lineage flows: one product's lineage in its own workspace, and the run over many products.
 
-    python -m flows.lineage                       # default stockcodes from params.yaml
-    python -m flows.lineage -s 85123A -S tune.n_trials=5
+    python -m flows.lineage                       # the stockcodes of params.yaml
+    python -m flows.lineage -s 85123A -s 22423 -S tune.n_trials=5
 
 Outcomes per stockcode:
 - ``drift``: the data drifted; nothing is trained, the served model stays.
-- ``rejected``: the candidate failed the fairness/risk gate; recorded with its reasons.
+- ``insufficient_data``: too few lines to train (``orchestration.min_product_lines``); recorded.
+- ``rejected``: the candidate failed the risk gate; recorded with its reasons.
 - ``approved``: the candidate's lineage is pushed to the DVC remote and recorded.
-- ``failed``: a stage failed (the message says which and why); nothing of it is committed.
+- ``failed``: a stage failed or the run was refused (the message says which and why); nothing
+  of it is committed or approved, and its workspace is kept for a look.
 """
 from __future__ import annotations
 
@@ -17,23 +19,31 @@ if __name__ == "__main__":  # before Prefect reads its settings
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 import argparse
+import contextvars
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from prefect import flow, get_run_logger
 from prefect.states import Completed, Failed, State
+from pydantic import Field
 
 from flows import artifacts
 from pricing import registry
+from pricing.catalogue import normalise_stockcode, product_line_counts
 from pricing.errors import DataValidationError
-from pricing.layout import load_params
-from tasks import dvcrepo
-from tasks.approval import approve_model, reject_model
+from pricing.layout import Layout, load_params, orchestration_params, registry_location, workspaces_dir
+from tasks import dvcrepo, workspace
+from tasks.approval import approve_model, record_decision, reject_model
+from tasks.locks import StockcodeBusyError, stockcode_lock
 from tasks.stage_task import run_stage
-from tasks.stages import DRIFT, ETL, INFERENCE, PREPROCESS, RISK, TUNE, stage_id
+from tasks.stages import DRIFT, ETL, INFERENCE, PREPROCESS, RISK, TUNE, lineage_stages, stage_id
 
 TRAINING = (PREPROCESS, TUNE, INFERENCE, RISK)
+DEFAULT_WAIT_SECONDS = 1800
+DEFAULT_MIN_LINES = 100
+DEFAULT_CONCURRENCY = 2
 
 
 def _stage_label(state: State) -> str:
@@ -49,52 +59,77 @@ def _outcome(stockcode: str, status: str, message: str, **extra: Any) -> dict[st
     return {"stockcode": stockcode, "status": status, "message": message, **extra}
 
 
-def run_stockcode(root: Path, stockcode: str, overrides: list[str]) -> dict[str, Any]:
-    """The per-product half of the lineage; returns its outcome (never raises on a verdict)."""
+def _keep(served_version: str | None) -> str:
+    return f"model {served_version} stays served" if served_version else "no model is served yet"
+
+
+def _stages_in(ws: workspace.Workspace, store: registry.RegistryStore, overrides: list[str]) -> dict[str, Any]:
+    """The per-product half of the lineage inside its workspace; returns its outcome."""
     logger = get_run_logger()
-    served = registry.approved_model(stockcode, root)
+    root, stockcode = ws.path, ws.stockcode
+    served = registry.approved_model(stockcode, store)
     served_version = served.model_version if served else None
     stages: dict[str, str] = {}
     results: dict[str, dict[str, Any]] = {}
     common = {"overrides": overrides, "stages": stages, "served_version": served_version}
 
+    def failed(message: str, **extra: Any) -> dict[str, Any]:
+        logger.error(message)
+        return _outcome(stockcode, "failed", message, **common, **extra)
+
+    state = run_stage(ETL, root)
+    stages[stage_id(ETL)] = _stage_label(state)
+    if not state.is_completed():
+        return failed(f"{stockcode}: {_failure(state)}")
+    lines = product_line_counts(Layout(root).processed_df).get(stockcode, 0)
+    minimum = int(orchestration_params(root).get("min_product_lines", DEFAULT_MIN_LINES))
+    if lines == 0:
+        return failed(f"{stockcode}: the data has no line of this stockcode after the ETL")
+    if lines < minimum:
+        reason = f"{lines} lines after the ETL, fewer than orchestration.min_product_lines = {minimum}"
+        record_decision(str(root), stockcode, registry.INSUFFICIENT_DATA, [stage_id(ETL)], ws.git,
+                        {"lines": lines, "min_product_lines": minimum}, {}, [reason], overrides, str(store.location))
+        message = f"{stockcode}: insufficient data ({reason}) — nothing trained, {_keep(served_version)}"
+        logger.warning(message)
+        return _outcome(stockcode, registry.INSUFFICIENT_DATA, message, **common, lines=lines)
+
     for name in (DRIFT, *TRAINING):
         state = run_stage(name, root, stockcode)
         stages[stage_id(name, stockcode)] = _stage_label(state)
         if not state.is_completed():
-            message = f"{stockcode}: {_failure(state)}"
-            logger.error(message)
-            return _outcome(stockcode, "failed", message, **common, drift=results.get(DRIFT, {}).get("verdict"))
+            return failed(f"{stockcode}: {_failure(state)}", drift=results.get(DRIFT, {}).get("verdict"))
         results[name] = state.result()
         if name == DRIFT:
             verdict = registry.drift_verdict(results[DRIFT]["metrics"])
             results[DRIFT]["verdict"] = verdict
             if verdict["drift_detected"]:
                 columns = ", ".join(verdict["drifted_columns"]) or "see the drift report"
-                keep = f"model {served_version} stays served" if served_version else "no model is served yet"
-                message = f"{stockcode}: data drift detected ({columns}) — no training, {keep}"
+                message = f"{stockcode}: data drift detected ({columns}) — no training, {_keep(served_version)}"
                 logger.warning(message)
                 return _outcome(stockcode, "drift", message, **common, drift=verdict)
 
+    lock = dvcrepo.read_lock(root)
+    model_path = Layout(Path(".")).model_checkpoint(stockcode).as_posix()
+    problems = registry.lineage_problems({a: lock.get(a) or {} for a in lineage_stages(stockcode)}, model_path)
+    if problems:
+        return failed(f"{stockcode}: the lineage does not hold together, nothing approved: {'; '.join(problems)}")
+
     drift = results[DRIFT]["verdict"]
-    fairness = registry.fairness_verdict(results[RISK]["metrics"])
-    metrics = {
-        "val": results[TUNE]["metrics"],
-        "test": results[INFERENCE]["metrics"],
-        "risk": results[RISK]["metrics"],
-    }
-    verdicts = {"drift": drift, "fairness": fairness}
+    risk = registry.risk_verdicts(results[RISK]["metrics"])
+    fairness = risk["fairness"]
+    metrics = {"val": results[TUNE]["metrics"], "test": results[INFERENCE]["metrics"], "risk": results[RISK]["metrics"]}
+    verdicts = {"drift": drift, **risk}
     detail = {"drift": drift, "fairness": fairness, "val_metrics": metrics["val"], "test_metrics": metrics["test"]}
     if not fairness["passed"]:
-        rejected = reject_model(str(root), stockcode, metrics, verdicts, fairness["reasons"], overrides)
+        rejected = reject_model(str(root), stockcode, metrics, verdicts, fairness["reasons"], overrides,
+                                str(store.location), ws.git)
         version = rejected["record"]["model_version"]
-        keep = f"model {served_version} stays served" if served_version else "no model is served yet"
         reasons = "; ".join(fairness["reasons"]) or "risk check failed"
-        message = f"{stockcode}: candidate {version} rejected ({reasons}) — {keep}"
+        message = f"{stockcode}: candidate {version} rejected ({reasons}) — {_keep(served_version)}"
         logger.warning(message)
         return _outcome(stockcode, "rejected", message, **common, **detail, version=version)
 
-    approved = approve_model(str(root), stockcode, metrics, verdicts, overrides)
+    approved = approve_model(str(root), stockcode, metrics, verdicts, overrides, str(store.location), ws.git)
     version = approved["record"]["model_version"]
     common["served_version"] = version
     how = "approved and pushed to the DVC remote" if approved["new"] else "already approved (unchanged)"
@@ -103,46 +138,128 @@ def run_stockcode(root: Path, stockcode: str, overrides: list[str]) -> dict[str,
     return _outcome(stockcode, "approved", message, **common, **detail, version=version, new=approved["new"])
 
 
+def run_product(
+    project: Path, stockcode: str, overrides: list[str], revision: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """One product's run: lock, workspace, stages, decision, landing. Never raises for a
+    product's own fault: every outcome — a refusal, a failed push, a corrupt record — is returned."""
+    logger = get_run_logger()
+    settings = orchestration_params(project)
+    wait = float(settings.get("stockcode_wait_seconds", DEFAULT_WAIT_SECONDS))
+    try:
+        stockcode = registry.check_stockcode(normalise_stockcode(stockcode))
+        store = registry.RegistryStore(registry_location(project))
+    except Exception as error:  # noqa: BLE001 - a bad stockcode or store is this product's outcome
+        return _outcome(str(stockcode), "failed", f"{stockcode}: {error}", overrides=overrides, stages={})
+    ws = None
+    try:
+        with stockcode_lock(stockcode, wait, workspaces_dir(project) / "locks"):
+            last = registry.latest(store, stockcode)
+            seed = (last.lineage.get("stages") or {}) if last else {}
+            ws = workspace.create(project, stockcode, overrides, source=revision, seed=seed)
+            logger.info("%s: workspace %s at %s", stockcode, ws.path, ws.source["commit"][:12])
+            outcome = _stages_in(ws, store, overrides)
+            if outcome["status"] != "failed":
+                try:
+                    outcome["landed"] = workspace.land(ws)
+                except Exception as error:  # noqa: BLE001 - the decision stands; say what did not land
+                    outcome["status"], outcome["message"] = "failed", (
+                        f"{outcome['message']}; but its lineage did not land in {project}: {error}")
+    except StockcodeBusyError as error:
+        outcome = _outcome(stockcode, "failed", str(error), overrides=overrides, stages={})
+    except Exception as error:  # noqa: BLE001
+        outcome = _outcome(stockcode, "failed", f"{stockcode}: {type(error).__name__}: {error}",
+                           overrides=overrides, stages={})
+    if ws is not None:
+        if outcome["status"] == "failed":
+            outcome["workspace"] = str(ws.path)
+            outcome["message"] += f" (workspace kept: {ws.path})"
+        else:
+            workspace.remove(ws)
+    artifacts.publish_stockcode(ws.path if ws and outcome["status"] == "failed" else project, outcome)
+    if outcome["status"] == "failed":
+        logger.error(outcome["message"])
+    return outcome
+
+
+def _project(project: str | None) -> Path:
+    return Path(project).resolve() if project else dvcrepo.find_root()
+
+
+def _overrides(overrides: dict[str, Any] | list[str] | None, as_of: str | None = None) -> list[str]:
+    applied = dvcrepo.override_strings(overrides)
+    return applied + ([f"drift.as_of={as_of}"] if as_of else [])
+
+
+@flow(name="lineage-product", flow_run_name="lineage-{stockcode}")
+def product_lineage(
+    stockcode: Annotated[str, Field(description="The product's stock code, as in the data (e.g. 85123A).")],
+    overrides: Annotated[
+        list[str] | None,
+        Field(description="params.yaml overrides for this run only, as `dvc exp run -S` takes them "
+                          "(e.g. tune.n_trials=10). The project's params.yaml is never changed."),
+    ] = None,
+    as_of: Annotated[
+        str | None,
+        Field(description="Judge drift as of this date (YYYY-MM-DD): the windows end with the last "
+                          "complete week on or before it. Empty: the last complete week of the data."),
+    ] = None,
+    revision: Annotated[
+        str | None,
+        Field(description="Git commit of the project to run (empty: the checkout's HEAD and its "
+                          "uncommitted changes)."),
+    ] = None,
+    project: Annotated[str | None, Field(description="Project directory (empty: the working directory).")] = None,
+) -> State:
+    """The lineage of one product, in a workspace of its own: ETL, drift gate, training, risk gate, decision."""
+    root = _project(project)
+    source = {"rev": revision, "commit": revision, "dirty": False} if revision else None
+    outcome = run_product(root, stockcode, _overrides(overrides, as_of), source)
+    if outcome["status"] == "failed":
+        return Failed(message=outcome["message"], data=outcome)
+    return Completed(message=outcome["message"], data=outcome)
+
+
 @flow(name="lineage")
 def lineage(
-    stockcodes: list[str] | None = None,
-    overrides: dict[str, Any] | list[str] | None = None,
-    root: str | None = None,
+    stockcodes: Annotated[
+        list[str] | None,
+        Field(description="Stock codes to run (any product of the data); empty: `stockcodes` in params.yaml."),
+    ] = None,
+    overrides: Annotated[
+        dict[str, Any] | list[str] | None,
+        Field(description="params.yaml overrides for this run only, as `dvc exp run -S` takes them "
+                          "(e.g. [\"tune.n_trials=10\"]). The project's params.yaml is never changed."),
+    ] = None,
+    root: Annotated[str | None, Field(description="Project directory (empty: the working directory).")] = None,
+    max_concurrent: Annotated[
+        int | None,
+        Field(description="Products run side by side; empty: orchestration.max_concurrent_products.", ge=1),
+    ] = None,
+    as_of: Annotated[
+        str | None,
+        Field(description="Judge drift as of this date (YYYY-MM-DD); empty: the last complete week of the data."),
+    ] = None,
 ) -> State:
-    """Run the lineage for ``stockcodes`` (default: ``stockcodes`` in params.yaml).
-
-    ``overrides`` change params.yaml for this run only, as ``dvc exp run -S`` would
-    (``{"tune.n_trials": 3}`` or ``["tune.n_trials=3"]``); ``dvc.lock`` and the approval
-    record keep the values each stage ran with. ``root`` is the project (default: the DVC
-    project around the working directory).
-    """
+    """Run the lineage of each product, each in its own workspace, several at once."""
     logger = get_run_logger()
-    project = Path(root).resolve() if root else dvcrepo.find_root()
-    known = [str(sc) for sc in load_params(project).get("stockcodes") or []]
-    chosen = [str(sc) for sc in (stockcodes or known)]
-    unknown = [sc for sc in chosen if sc not in known]
-    if unknown:
-        raise DataValidationError(
-            f"stockcodes {unknown} are not in params.yaml `stockcodes` {known}: "
-            "dvc.yaml's matrix stages exist only for those (add them there, or override "
-            '`stockcodes=[...]`)'
-        )
-    applied = dvcrepo.override_strings(overrides)
-    with dvcrepo.params_overridden(project, applied):
-        if applied:
-            logger.info("params overridden for this run: %s", " ".join(applied))
-        etl = run_stage(ETL, project)
-        if not etl.is_completed():
-            return Failed(message=f"{ETL}: {_failure(etl)}")
-        outcomes = []
-        for stockcode in chosen:
-            outcome = run_stockcode(project, stockcode, applied)
-            outcome["stages"] = {stage_id(ETL): _stage_label(etl), **outcome["stages"]}
-            artifacts.publish_stockcode(project, outcome)
-            outcomes.append(outcome)
+    project = _project(root)
+    configured = [str(sc) for sc in load_params(project).get("stockcodes") or []]
+    chosen = list(dict.fromkeys(str(sc) for sc in (stockcodes or configured)))
+    applied = _overrides(overrides, as_of)
+    if applied:
+        logger.info("params overridden for this run: %s", " ".join(applied))
+    # One revision for every product of the run, whatever the checkout does meanwhile.
+    revision = workspace.source_revision(project)
+    limit = max_concurrent or int(orchestration_params(project).get("max_concurrent_products", DEFAULT_CONCURRENCY))
+    with ThreadPoolExecutor(max_workers=max(1, min(limit, len(chosen) or 1))) as pool:
+        futures = [
+            pool.submit(contextvars.copy_context().run, run_product, project, sc, applied, revision) for sc in chosen
+        ]
+        outcomes = [future.result() for future in futures]
     artifacts.publish_run(outcomes)
     message = "; ".join(outcome["message"] for outcome in outcomes)
-    summary = {"outcomes": outcomes, "overrides": applied}
+    summary = {"outcomes": outcomes, "overrides": applied, "revision": revision}
     if any(outcome["status"] == "failed" for outcome in outcomes):
         return Failed(message=message, data=summary)
     return Completed(message=message, data=summary)
@@ -156,8 +273,10 @@ def main(argv: list[str] | None = None) -> int:
         help="override params.yaml for this run, as `dvc exp run -S` (repeatable)",
     )
     parser.add_argument("--root", default=None, help="project directory (default: around the cwd)")
+    parser.add_argument("-j", "--max-concurrent", type=int, default=None, help="products run side by side")
     args = parser.parse_args(argv)
-    state = lineage(stockcodes=args.stockcodes, overrides=args.overrides or None, root=args.root, return_state=True)
+    state = lineage(stockcodes=args.stockcodes, overrides=args.overrides or None, root=args.root,
+                    max_concurrent=args.max_concurrent, return_state=True)
     data = state.result(raise_on_failure=False)
     outcomes = data.get("outcomes", []) if isinstance(data, dict) else []
     print()

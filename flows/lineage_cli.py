@@ -1,10 +1,14 @@
-"""What is approved for a stockcode, and the full lineage behind it.
+"""What is approved for a stockcode, the full lineage behind it, and that lineage again.
 
     python -m flows.lineage_cli show 85123A          # served model + its lineage, then history
     python -m flows.lineage_cli show 85123A --json   # the records as JSON
     python -m flows.lineage_cli list                 # every stockcode with its served version
+    python -m flows.lineage_cli checkout 85123A [VERSION]   # a workspace holding that lineage
+    python -m flows.lineage_cli reproduce 85123A [VERSION]  # re-run it: same model bytes?
 
-Reads the approval record only (``registry/<stockcode>.jsonl``): fast, no Prefect, no DVC.
+``show`` and ``list`` read the registry store only (``orchestration.registry`` in params.yaml,
+or PRICELINEAGE_REGISTRY): fast, no Prefect, no DVC. ``checkout`` restores a record's exact
+lineage by hash (from the DVC cache, else the remote); ``reproduce`` runs it again and compares.
 """
 from __future__ import annotations
 
@@ -15,17 +19,24 @@ from dataclasses import asdict
 from pathlib import Path
 
 from pricing import registry
+from pricing.errors import DataValidationError
+from pricing.layout import registry_location, workspaces_dir
+
+
+def _store(root: Path) -> registry.RegistryStore:
+    return registry.RegistryStore(registry_location(root))
 
 
 def show(root: Path, stockcode: str, as_json: bool) -> int:
-    records = registry.history(root, stockcode)
-    served = registry.approved_model(stockcode, root)
+    store = _store(root)
+    records = registry.history(store, stockcode)
+    served = registry.approved_model(stockcode, store)
     if as_json:
         print(json.dumps({"approved": asdict(served) if served else None,
                           "history": [asdict(r) for r in records]}, indent=2, default=str))
         return 0 if records else 1
     if not records:
-        print(f"{stockcode}: no decision recorded in {registry.record_file(root, stockcode)}")
+        print(f"{stockcode}: no decision recorded in {store.location}")
         return 1
     if served:
         print(f"{stockcode}: serving model {served.model_version}\n")
@@ -39,12 +50,65 @@ def show(root: Path, stockcode: str, as_json: bool) -> int:
 
 
 def list_all(root: Path) -> int:
-    for stockcode in registry.stockcodes(root):
-        served = registry.approved_model(stockcode, root)
-        last = registry.latest(root, stockcode)
+    store = _store(root)
+    for stockcode in registry.stockcodes(store):
+        records = registry.history(store, stockcode)
+        served = next((r for r in reversed(records) if r.approved), None)
+        last = records[-1] if records else None
         print(f"{stockcode:10} serving {served.model_version if served else '—':14} "
               f"last decision: {last.decision if last else '—'} {last.decided_at if last else ''}")
     return 0
+
+
+def chosen_record(root: Path, stockcode: str, version: str | None) -> registry.Record:
+    store = _store(root)
+    if version is None:
+        record = registry.approved_model(stockcode, store)
+        if record is None:
+            raise DataValidationError(f"{stockcode}: no approved model in {store.location}")
+        return record
+    matches = [r for r in registry.history(store, stockcode) if r.model_version.startswith(version)]
+    if not matches:
+        raise DataValidationError(f"{stockcode}: no recorded model version starting {version!r} in {store.location}")
+    return matches[-1]
+
+
+def checkout(root: Path, stockcode: str, version: str | None) -> int:
+    from tasks import workspace
+
+    record = chosen_record(root, stockcode, version)
+    ws = workspace.from_record(root.resolve(), record, base=workspaces_dir(root) / "checkouts")
+    print(f"{stockcode}: model {record.model_version} ({record.decision} {record.decided_at}) checked out in\n{ws.path}")
+    print("Its dvc.lock is the record's; `dvc status` there shows it up to date.")
+    return 0
+
+
+def reproduce(root: Path, stockcode: str, version: str | None, keep: bool) -> int:
+    from tasks import workspace
+
+    record = chosen_record(root, stockcode, version)
+    if not record.model_path or not record.model_md5:
+        raise DataValidationError(f"{stockcode}: decision {record.model_version} trained no model to reproduce")
+    ws = workspace.from_record(root.resolve(), record, base=workspaces_dir(root) / "reproductions", fetch=False)
+    stages = list(record.lineage.get("stages") or {})
+    print(f"{stockcode}: re-running {len(stages)} stages of model {record.model_version} in {ws.path}")
+    again = workspace.reproduce(ws, stages)
+    new_md5 = registry.output_md5(again, record.model_path)
+    same = new_md5 == record.model_md5
+    print(f"  recorded model md5   {record.model_md5}")
+    print(f"  reproduced model md5 {new_md5}  -> {'IDENTICAL bytes' if same else 'DIFFERENT bytes'}")
+    for address in stages:
+        before = {o.get("path"): o.get("md5") for o in (record.lineage["stages"][address].get("outs") or [])}
+        after = {o.get("path"): o.get("md5") for o in ((again.get(address) or {}).get("outs") or [])}
+        differing = sorted(path for path in before if before[path] != after.get(path))
+        print(f"  {address:32} {'same outputs' if not differing else 'differs: ' + ', '.join(differing)}")
+    if not same:
+        now = registry.current_platform()
+        print(f"  made on   {record.platform}\n  rerun on  {now}")
+        print("  (the same seed gives other bytes on another CPU or library version)")
+    if not keep:
+        workspace.remove(ws)
+    return 0 if same else 1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -55,11 +119,26 @@ def main(argv: list[str] | None = None) -> int:
     show_parser.add_argument("stockcode")
     show_parser.add_argument("--json", action="store_true")
     commands.add_parser("list", help="every stockcode with a recorded decision")
+    for name, text in (("checkout", "a workspace holding a recorded lineage, restored by hash"),
+                       ("reproduce", "re-run a recorded lineage and compare the model bytes")):
+        sub = commands.add_parser(name, help=text)
+        sub.add_argument("stockcode")
+        sub.add_argument("version", nargs="?", default=None, help="model version (prefix); default: the served one")
+        if name == "reproduce":
+            sub.add_argument("--keep", action="store_true", help="keep the workspace afterwards")
     args = parser.parse_args(argv)
     root = Path(args.root)
-    if args.command == "show":
-        return show(root, args.stockcode, args.json)
-    return list_all(root)
+    try:
+        if args.command == "show":
+            return show(root, args.stockcode, args.json)
+        if args.command == "checkout":
+            return checkout(root, args.stockcode, args.version)
+        if args.command == "reproduce":
+            return reproduce(root, args.stockcode, args.version, args.keep)
+        return list_all(root)
+    except DataValidationError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ here. ``dvc.yaml`` has to spell the same paths as literals (DVC reads no Python)
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -104,17 +105,16 @@ class Layout:
     def risk_metrics(self, stockcode: str) -> Path:
         return self.root / "metrics" / f"dfn_risk_fairness_{stockcode}.json"
 
-    # -- approval record (written by the lineage flow, tracked by git) --------------------
-    @property
-    def registry_dir(self) -> Path:
-        return self.root / "registry"
-
-    def registry_record(self, stockcode: str) -> Path:
-        """Every approval and rejection of ``stockcode``'s candidates, one JSON line each."""
-        return self.registry_dir / f"{stockcode}.jsonl"
 
 
 SPLITS = ("train", "val", "test")
+
+# Where runs keep what outlives a work tree: params.yaml `orchestration`, each overridden by
+# its environment variable (a deployment or a test sets them without touching params.yaml).
+REGISTRY_ENV = "PRICELINEAGE_REGISTRY"
+WORKSPACES_ENV = "PRICELINEAGE_WORKSPACES"
+DEFAULT_REGISTRY = "~/pricelineage-registry"
+DEFAULT_WORKSPACES = "~/pricelineage-workspaces"
 
 
 def load_params(root: Path | str = ".") -> dict[str, Any]:
@@ -122,3 +122,19 @@ def load_params(root: Path | str = ".") -> dict[str, Any]:
     path = Path(root) / PARAMS_FILE
     with path.open() as handle:
         return yaml.safe_load(handle)
+
+
+def orchestration_params(root: Path | str = ".") -> dict[str, Any]:
+    return dict(load_params(root).get("orchestration") or {})
+
+
+def registry_location(root: Path | str = ".") -> str:
+    """The registry store: a folder, or an fsspec URL such as ``s3://bucket/registry``."""
+    location = os.environ.get(REGISTRY_ENV) or orchestration_params(root).get("registry") or DEFAULT_REGISTRY
+    return str(location) if "://" in str(location) else str(Path(str(location)).expanduser())
+
+
+def workspaces_dir(root: Path | str = ".") -> Path:
+    """Where each product run gets its own workspace (kept there after a failure)."""
+    location = os.environ.get(WORKSPACES_ENV) or orchestration_params(root).get("workspaces") or DEFAULT_WORKSPACES
+    return Path(str(location)).expanduser()

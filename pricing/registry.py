@@ -1,15 +1,19 @@
 """The approval record: which model version is served per stockcode, and why.
 
-A plain, append-only JSON-lines file per stockcode (``registry/<stockcode>.jsonl``), tracked
-by git beside ``dvc.lock``. Each line is one decision — ``approved`` or ``rejected`` — with
-the model version (the content hash of its checkpoint, the same md5 DVC stores it under),
-the hashes of its data, code and params summarised from the ``dvc.lock`` entries it descends
-from (kept in full too), the git revision, metrics, drift and fairness verdicts, and when.
+Decisions live in a **registry store** outside any work tree: a local folder by default (beside
+the local DVC remote), an fsspec URL such as ``s3://bucket/registry`` in production. Each
+decision is one immutable JSON object, ``<stockcode>/<time>-<decision>-<version>-<nonce>.json``:
+two writers can never clash (the nonce), and the names sort in the order the decisions were
+made. A decision is ``approved``, ``rejected`` or ``insufficient_data``, with the model version
+(the content hash of its checkpoint, the same md5 DVC stores it under), the hashes of its
+data, code and params summarised from the ``dvc.lock`` entries it descends from (kept in
+full, so the lineage can be checked out and re-run), the git revision, the platform that
+made it, metrics, drift, fairness and price verdicts, and when.
 
 Read API (what the app uses)::
 
     from pricing.registry import approved_model
-    record = approved_model("85123A", root)   # the last approved, or None
+    record = approved_model("85123A", store)   # the last approved, or None
     record.model_path, record.model_md5, record.model_version
 
 Pure: no Prefect, no DVC. Callers hand in ``dvc.lock`` entries as plain dicts.
@@ -17,26 +21,28 @@ Pure: no Prefect, no DVC. Callers hand in ``dvc.lock`` entries as plain dicts.
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import json
 import os
+import platform
+import re
+import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from pricing.layout import Layout
+import fsspec
+
+from pricing.errors import DataValidationError
 
 APPROVED = "approved"
 REJECTED = "rejected"
-DECISIONS = (APPROVED, REJECTED)
-SCHEMA = 1
+INSUFFICIENT_DATA = "insufficient_data"
+DECISIONS = (APPROVED, REJECTED, INSUFFICIENT_DATA)
+SCHEMA = 2
 CODE_SUFFIXES = (".py",)
-
-
-def record_file(root: Path | str, stockcode: str) -> Path:
-    """Where the decisions about ``stockcode`` are recorded."""
-    return Layout(Path(root)).registry_record(stockcode)
 
 
 @dataclass(frozen=True)
@@ -44,9 +50,9 @@ class Record:
     """One decision about one candidate model of one stockcode."""
 
     stockcode: str
-    decision: str  # "approved" | "rejected"
-    model_version: str  # first 12 hex digits of the checkpoint's md5
-    model_path: str  # the checkpoint, relative to the project root
+    decision: str  # "approved" | "rejected" | "insufficient_data"
+    model_version: str  # first 12 hex digits of the checkpoint's md5 (of the lineage without one)
+    model_path: str | None  # the checkpoint, relative to the project root (None: nothing trained)
     model_md5: str | None  # its full md5: the DVC cache / remote object it is stored as
     decided_at: str  # ISO 8601, UTC
     git: dict[str, Any]  # {"rev": ..., "dirty": ...} of the checkout it was made in
@@ -56,6 +62,7 @@ class Record:
     reasons: list[str] = field(default_factory=list)  # why rejected (empty when approved)
     overrides: list[str] = field(default_factory=list)  # params overridden for that run
     run: dict[str, Any] = field(default_factory=dict)  # orchestration provenance (flow run id…)
+    platform: dict[str, Any] = field(default_factory=dict)  # CPU, Python, torch, numpy that made it
     schema: int = SCHEMA
 
     def to_json(self) -> str:
@@ -113,11 +120,39 @@ def output_md5(stages: Mapping[str, Mapping[str, Any]], path: str) -> str | None
     return None
 
 
+def _package_version(name: str) -> str | None:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def current_platform() -> dict[str, Any]:
+    """What made a model: the same seed gives other bytes on another CPU or library version."""
+    return {
+        "machine": platform.machine(),
+        "cpu": _cpu_model(),
+        "system": platform.system(),
+        "python": platform.python_version(),
+        **{name: _package_version(name) for name in ("torch", "numpy", "scikit-learn", "dvc")},
+    }
+
+
 def make_record(
     *,
     stockcode: str,
     decision: str,
-    model_path: str,
+    model_path: str | None,
     stages: Mapping[str, Mapping[str, Any]],
     git: Mapping[str, Any],
     metrics: Mapping[str, Any],
@@ -125,12 +160,13 @@ def make_record(
     reasons: Iterable[str] = (),
     overrides: Iterable[str] = (),
     run: Mapping[str, Any] | None = None,
+    platform_info: Mapping[str, Any] | None = None,
     now: datetime | None = None,
 ) -> Record:
     if decision not in DECISIONS:
         raise ValueError(f"decision must be one of {DECISIONS}, got {decision!r}")
     lineage = summarise_lineage(stages)
-    md5 = output_md5(stages, model_path)
+    md5 = output_md5(stages, model_path) if model_path else None
     version = (md5 or _digest(lineage))[:12]
     return Record(
         stockcode=stockcode,
@@ -138,7 +174,7 @@ def make_record(
         model_version=version,
         model_path=model_path,
         model_md5=md5,
-        decided_at=(now or datetime.now(timezone.utc)).isoformat(timespec="seconds"),
+        decided_at=(now or datetime.now(timezone.utc)).isoformat(timespec="microseconds"),
         git=dict(git),
         lineage=lineage,
         metrics=dict(metrics),
@@ -146,7 +182,39 @@ def make_record(
         reasons=list(reasons),
         overrides=list(overrides),
         run=dict(run or {}),
+        platform=dict(current_platform() if platform_info is None else platform_info),
     )
+
+
+def lineage_problems(stages: Mapping[str, Mapping[str, Any]], model_path: str) -> list[str]:
+    """Why the lock entries of a candidate do not form one chain (empty: they do).
+
+    The checkpoint must be an output of one stage and a dependency of another (inference),
+    and every dependency that some stage of the lineage outputs must carry that output's md5:
+    then the risk verdict speaks of the predictions of exactly this model.
+    """
+    produced: dict[str, tuple[str, Any]] = {}
+    for address, entry in stages.items():
+        for out in _entries(entry.get("outs")):
+            produced[str(out.get("path"))] = (address, out.get("md5"))
+    problems = []
+    if model_path not in produced or not produced[model_path][1]:
+        problems.append(f"no stage of the lineage outputs the model {model_path}")
+    consumers = [
+        address for address, entry in stages.items()
+        if any(dep.get("path") == model_path for dep in _entries(entry.get("deps")))
+    ]
+    if not consumers:
+        problems.append(f"no stage of the lineage depends on the model {model_path}")
+    for address, entry in stages.items():
+        for dep in _entries(entry.get("deps")):
+            path = str(dep.get("path"))
+            if path in produced and dep.get("md5") != produced[path][1]:
+                problems.append(
+                    f"{address} used {path} md5 {dep.get('md5')} but {produced[path][0]} "
+                    f"recorded md5 {produced[path][1]}"
+                )
+    return problems
 
 
 def same_candidate(a: Record | None, b: Record) -> bool:
@@ -196,42 +264,129 @@ def fairness_verdict(risk_metrics: Mapping[str, Any]) -> dict[str, Any]:
     return {"passed": risk_metrics.get("passed") is True, "reasons": list(risk_metrics.get("reasons") or [])}
 
 
-# -- reading and writing ---------------------------------------------------------------------
-def append(root: Path | str, record: Record) -> bool:
+def risk_verdicts(risk_metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """The risk stage's verdicts as the record keeps them: the overall gate, and each check's
+    own section where the stage reports one (e.g. ``price_response``)."""
+    verdicts: dict[str, Any] = {"fairness": fairness_verdict(risk_metrics)}
+    for section in ("price_response",):
+        if isinstance(risk_metrics.get(section), Mapping):
+            verdicts[section] = dict(risk_metrics[section])
+    return verdicts
+
+
+# -- the store ---------------------------------------------------------------------------------
+# Stockcodes become object-name prefixes: keep them to what every store spells the same way.
+_STOCKCODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+def check_stockcode(stockcode: str) -> str:
+    if not isinstance(stockcode, str) or not _STOCKCODE.match(stockcode):
+        raise DataValidationError(
+            f"stockcode {stockcode!r} is not a valid stock code (letters, digits, '.', '_', '-'; at most 64)"
+        )
+    return stockcode
+
+
+def _object_name(record: Record) -> str:
+    stamp = re.sub(r"[^0-9T]", "", record.decided_at.split("+")[0])
+    return f"{stamp}Z-{record.decision}-{record.model_version}-{uuid.uuid4().hex[:12]}.json"
+
+
+class RegistryStore:
+    """The decisions of every stockcode under one location (a folder or an fsspec URL)."""
+
+    def __init__(self, location: str | os.PathLike, **storage_options: Any) -> None:
+        text = os.fspath(location)
+        self.location = text if "://" in text else str(Path(text).expanduser().resolve())
+        self.fs, self.base = fsspec.core.url_to_fs(self.location, **storage_options)
+        self.is_local = "file" in (self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,))
+
+    def __repr__(self) -> str:
+        return f"RegistryStore({self.location!r})"
+
+    def _folder(self, stockcode: str) -> str:
+        return f"{self.base.rstrip('/')}/{check_stockcode(stockcode)}"
+
+    def put(self, record: Record) -> str:
+        """Write ``record`` as a new immutable object; return its name in the store."""
+        folder = self._folder(record.stockcode)
+        name = _object_name(record)
+        payload = (record.to_json() + "\n").encode()
+        if self.is_local:  # readers must never see half an object: write aside, then rename
+            self.fs.makedirs(folder, exist_ok=True)
+            tmp = f"{folder}/.{name}.tmp"
+            with self.fs.open(tmp, "wb") as handle:
+                handle.write(payload)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, f"{folder}/{name}")
+        else:  # an object store's PUT is atomic
+            self.fs.pipe_file(f"{folder}/{name}", payload)
+        return f"{record.stockcode}/{name}"
+
+    def _names(self, stockcode: str) -> list[str]:
+        folder = self._folder(stockcode)
+        try:
+            listed = self.fs.ls(folder, detail=False, refresh=True)
+        except FileNotFoundError:
+            return []
+        names = [str(path).rstrip("/").rsplit("/", 1)[-1] for path in listed]
+        return sorted(name for name in names if name.endswith(".json") and not name.startswith("."))
+
+    def history(self, stockcode: str) -> list[Record]:
+        """Every decision about ``stockcode``, oldest first."""
+        folder = self._folder(stockcode)
+        records = []
+        for name in self._names(stockcode):
+            text = self.fs.cat_file(f"{folder}/{name}").decode()
+            try:
+                records.append(Record.from_dict(json.loads(text)))
+            except (ValueError, TypeError) as error:
+                raise DataValidationError(f"registry object {self.location}/{stockcode}/{name} is corrupt: {error}") from error
+        return records
+
+    def stockcodes(self) -> list[str]:
+        """Stockcodes with at least one recorded decision."""
+        try:
+            listed = self.fs.ls(self.base, detail=True, refresh=True)
+        except FileNotFoundError:
+            return []
+        return sorted(
+            str(item["name"]).rstrip("/").rsplit("/", 1)[-1] for item in listed if item.get("type") == "directory"
+        )
+
+
+def open_store(store: RegistryStore | str | os.PathLike) -> RegistryStore:
+    return store if isinstance(store, RegistryStore) else RegistryStore(store)
+
+
+def append(store: RegistryStore | str | os.PathLike, record: Record) -> bool:
     """Add ``record`` unless it repeats the latest decision for its stockcode. True if added."""
-    if same_candidate(latest(root, record.stockcode), record):
+    store = open_store(store)
+    if same_candidate(latest(store, record.stockcode), record):
         return False
-    path = record_file(root, record.stockcode)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as handle:
-        handle.write(record.to_json() + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
+    store.put(record)
     return True
 
 
-def history(root: Path | str, stockcode: str) -> list[Record]:
+def history(store: RegistryStore | str | os.PathLike, stockcode: str) -> list[Record]:
     """Every decision about ``stockcode``, oldest first."""
-    path = record_file(root, stockcode)
-    if not path.exists():
-        return []
-    return [Record.from_dict(json.loads(line)) for line in path.read_text().splitlines() if line.strip()]
+    return open_store(store).history(stockcode)
 
 
-def latest(root: Path | str, stockcode: str) -> Record | None:
-    records = history(root, stockcode)
+def latest(store: RegistryStore | str | os.PathLike, stockcode: str) -> Record | None:
+    records = history(store, stockcode)
     return records[-1] if records else None
 
 
-def approved_model(stockcode: str, root: Path | str = ".") -> Record | None:
+def approved_model(stockcode: str, store: RegistryStore | str | os.PathLike) -> Record | None:
     """The last approved model of ``stockcode`` — the one to serve — or None."""
-    return next((r for r in reversed(history(root, stockcode)) if r.approved), None)
+    return next((r for r in reversed(history(store, stockcode)) if r.approved), None)
 
 
-def stockcodes(root: Path | str = ".") -> list[str]:
+def stockcodes(store: RegistryStore | str | os.PathLike) -> list[str]:
     """Stockcodes with at least one recorded decision."""
-    folder = Layout(Path(root)).registry_dir
-    return sorted(p.stem for p in folder.glob("*.jsonl")) if folder.is_dir() else []
+    return open_store(store).stockcodes()
 
 
 # -- showing ---------------------------------------------------------------------------------
@@ -243,7 +398,7 @@ def describe(record: Record, detailed: bool = True) -> str:
     """A human-readable account of one decision and its lineage."""
     lines = [
         f"{record.decision.upper()}  {record.stockcode}  model {record.model_version}  at {record.decided_at}",
-        f"  model      {record.model_path}  md5 {record.model_md5}",
+        f"  model      {record.model_path or '(none trained)'}  md5 {record.model_md5}",
         f"  git        {record.git.get('rev')}{'  (work tree dirty)' if record.git.get('dirty') else ''}",
         f"  hashes     data {record.lineage.get('data')}  code {record.lineage.get('code')}"
         f"  params {record.lineage.get('params')}",
@@ -266,6 +421,9 @@ def describe(record: Record, detailed: bool = True) -> str:
             lines.append(f"  {split:<10} " + "  ".join(f"{k} {_fmt(v)}" for k, v in sorted(flat.items())))
     if record.run:
         lines.append(f"  run        {record.run}")
+    if record.platform:
+        shown = ("machine", "cpu", "python", "torch", "numpy")
+        lines.append("  platform   " + "  ".join(f"{k} {record.platform.get(k)}" for k in shown))
     if detailed:
         lines.append("  stages (dvc.lock):")
         for address, entry in record.lineage.get("stages", {}).items():

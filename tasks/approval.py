@@ -35,19 +35,22 @@ def build_record(
     verdicts: dict[str, Any],
     reasons: list[str] | None = None,
     overrides: list[str] | None = None,
+    git: dict[str, Any] | None = None,
+    addresses: list[str] | None = None,
 ) -> registry.Record:
-    """The registry record of the candidate the workspace holds for ``stockcode``."""
+    """The registry record of the candidate the workspace ``root`` holds for ``stockcode``."""
     lock = dvcrepo.read_lock(root)
-    addresses = lineage_stages(stockcode)
+    addresses = addresses or lineage_stages(stockcode)
     missing = [address for address in addresses if address not in lock]
     if missing:
         raise StageCommandError(stockcode, f"dvc.lock has no entry for {', '.join(missing)}")
+    trained = decision in (registry.APPROVED, registry.REJECTED)
     return registry.make_record(
         stockcode=stockcode,
         decision=decision,
-        model_path=Layout(Path(".")).model_checkpoint(stockcode).as_posix(),
+        model_path=Layout(Path(".")).model_checkpoint(stockcode).as_posix() if trained else None,
         stages={address: lock[address] for address in addresses},
-        git=dvcrepo.git_revision(root),
+        git=git or dvcrepo.git_revision(root),
         metrics=metrics,
         verdicts=verdicts,
         reasons=reasons or [],
@@ -79,10 +82,12 @@ def approve_model(
     stockcode: str,
     metrics: dict[str, Any],
     verdicts: dict[str, Any],
-    overrides: list[str] | None = None,
+    overrides: list[str] | None,
+    store: str,
+    git: dict[str, Any] | None = None,
     remote: str | None = None,
 ) -> dict[str, Any]:
-    """Push the candidate's lineage to the DVC remote, then record it as approved.
+    """Push the candidate's lineage to the DVC remote, then record it as approved in ``store``.
 
     Idempotent: a candidate already approved (same model, data, code and params) is neither
     pushed nor recorded again. Push first, record second: an approval in the record is a
@@ -90,13 +95,13 @@ def approve_model(
     """
     logger = run_logger()
     project = Path(root)
-    record = build_record(project, stockcode, registry.APPROVED, metrics, verdicts, overrides=overrides)
-    current = registry.approved_model(stockcode, project)
+    record = build_record(project, stockcode, registry.APPROVED, metrics, verdicts, overrides=overrides, git=git)
+    current = registry.approved_model(stockcode, store)
     if registry.same_candidate(current, record):
         logger.info("%s: model %s is already the approved one", stockcode, record.model_version)
         return {"record": current.__dict__, "new": False}
     push(project, lineage_stages(stockcode), remote)
-    registry.append(project, record)
+    registry.append(store, record)
     logger.info("%s: approved model %s and pushed its lineage", stockcode, record.model_version)
     return {"record": record.__dict__, "new": True}
 
@@ -108,10 +113,30 @@ def reject_model(
     metrics: dict[str, Any],
     verdicts: dict[str, Any],
     reasons: list[str],
-    overrides: list[str] | None = None,
+    overrides: list[str] | None,
+    store: str,
+    git: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Record the candidate as rejected, with its reasons. Nothing is pushed or served."""
-    project = Path(root)
-    record = build_record(project, stockcode, registry.REJECTED, metrics, verdicts, reasons, overrides)
-    added = registry.append(project, record)
+    record = build_record(Path(root), stockcode, registry.REJECTED, metrics, verdicts, reasons, overrides, git)
+    added = registry.append(store, record)
+    return {"record": record.__dict__, "new": added}
+
+
+@task(name="record_decision", task_run_name="{decision}@{stockcode}", persist_result=False)
+def record_decision(
+    root: str,
+    stockcode: str,
+    decision: str,
+    addresses: list[str],
+    git: dict[str, Any] | None,
+    metrics: dict[str, Any],
+    verdicts: dict[str, Any],
+    reasons: list[str],
+    overrides: list[str] | None,
+    store: str,
+) -> dict[str, Any]:
+    """Record a decision about a product that trained nothing (e.g. ``insufficient_data``)."""
+    record = build_record(Path(root), stockcode, decision, metrics, verdicts, reasons, overrides, git, addresses)
+    added = registry.append(store, record)
     return {"record": record.__dict__, "new": added}

@@ -14,8 +14,7 @@ import re
 import subprocess
 import sys
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -228,13 +227,39 @@ class Output:
     path: str
     metric: bool
     plot: bool
+    cached: bool = True
 
 
 def stage_outputs(root: Path, address: str) -> list[Output]:
     """The outputs ``dvc.yaml`` declares for a stage (outs, metrics and plots)."""
     with _open_repo(root) as repo:
         stage = _collect(repo, address)
-        return [Output(out.def_path, bool(out.metric), bool(out.plot)) for out in stage.outs]
+        return [Output(out.def_path, bool(out.metric), bool(out.plot), bool(out.use_cache)) for out in stage.outs]
+
+
+def write_lock_entries(root: Path, entries: dict[str, dict[str, Any] | None]) -> None:
+    """Set (or, for None, drop) ``dvc.lock`` entries of ``root``, under DVC's repo lock."""
+    from dvc.utils.serialize import modify_yaml
+
+    path = root / LOCK_FILE
+    with _open_repo(root) as repo, repo.lock:
+        if not path.exists():
+            path.write_text("schema: '2.0'\nstages: {}\n")
+        with modify_yaml(str(path)) as data:
+            data.setdefault("schema", "2.0")
+            stages = data.setdefault("stages", {}) or {}
+            data["stages"] = stages
+            for address, entry in entries.items():
+                if entry is None:
+                    stages.pop(address, None)
+                else:
+                    stages[address] = entry
+
+
+def cache_dir(root: Path) -> Path:
+    """The DVC cache of the project at ``root`` (where its outputs' contents live)."""
+    with _open_repo(root) as repo:
+        return Path(repo.cache.local_cache_dir).resolve()
 
 
 # -- dvc.lock -------------------------------------------------------------------------------
@@ -259,18 +284,9 @@ def restore_lock_entry(root: Path, address: str, entry: dict[str, Any] | None) -
     ``dvc repro --no-commit`` still writes the new hashes to ``dvc.lock``; when the outputs
     then fail our checks, this takes that record back so nothing of the run is committed.
     """
-    from dvc.utils.serialize import modify_yaml
-
-    path = root / LOCK_FILE
-    if not path.exists() and entry is None:
+    if not (root / LOCK_FILE).exists() and entry is None:
         return
-    with _open_repo(root) as repo, repo.lock:
-        with modify_yaml(str(path)) as data:
-            stages = data.setdefault("stages", {})
-            if entry is None:
-                stages.pop(address, None)
-            else:
-                stages[address] = entry
+    write_lock_entries(root, {address: entry})
 
 
 # -- git ------------------------------------------------------------------------------------
@@ -300,16 +316,14 @@ def override_strings(overrides: Any) -> list[str]:
     return [str(item) for item in overrides]
 
 
-@contextmanager
-def params_overridden(root: Path, overrides: list[str]) -> Iterator[list[str]]:
-    """Apply ``-S`` style overrides to the params files for the duration of a run.
+def apply_params_overrides(root: Path, overrides: list[str]) -> None:
+    """Apply ``-S`` style overrides to the params files of ``root`` (a run's workspace).
 
     Uses DVC's own implementation of ``dvc exp run -S`` (Hydra override grammar, unknown keys
     refused, ``file.yaml:key=value`` for other params files), so ``dvc.lock`` records the
-    values each stage really ran with. The files are put back byte for byte afterwards.
+    values each stage really ran with.
     """
     if not overrides:
-        yield []
         return
     from dvc.exceptions import InvalidArgumentError
     from dvc.utils.cli_parse import to_path_overrides
@@ -317,19 +331,9 @@ def params_overridden(root: Path, overrides: list[str]) -> Iterator[list[str]]:
 
     from pricing.errors import DataValidationError
 
-    grouped = to_path_overrides(overrides)
-    originals = {path: (root / path).read_bytes() for path in grouped if (root / path).exists()}
-    try:
-        for path, items in grouped.items():
-            try:
-                apply_overrides(root / path, items)
-            except InvalidArgumentError as error:
-                cause = error.__cause__ or error
-                raise DataValidationError(f"invalid params override {items}: {cause}") from error
-        yield overrides
-    finally:
-        for path in grouped:
-            if path in originals:
-                (root / path).write_bytes(originals[path])
-            else:
-                (root / path).unlink(missing_ok=True)
+    for path, items in to_path_overrides(overrides).items():
+        try:
+            apply_overrides(root / path, items)
+        except InvalidArgumentError as error:
+            cause = error.__cause__ or error
+            raise DataValidationError(f"invalid params override {items}: {cause}") from error

@@ -29,7 +29,7 @@ from flows.lineage import lineage  # noqa: E402
 from pricing import registry  # noqa: E402
 from tasks import dvcrepo  # noqa: E402
 from tasks.stages import ETL, PER_STOCKCODE, lineage_stages, stage_id  # noqa: E402
-from tasks.testing import git_commit_all, make_toy_project, run_cmd  # noqa: E402
+from toy_project import git_commit_all, make_toy_project, registry_dir, run_cmd  # noqa: E402
 
 SC = "85123A"
 DVC = [sys.executable, "-m", "dvc"]
@@ -45,6 +45,14 @@ def prefect_api(tmp_path_factory):
     }):
         with prefect_test_harness():
             yield
+
+
+def params_before(root):
+    return run_cmd(["git", "show", "HEAD:params.yaml"], root)
+
+
+def workspaces(root):
+    return root.parent / f"{root.name}-workspaces"
 
 
 def run_flow(root, **kwargs):
@@ -65,10 +73,17 @@ def approved(prefect_api, tmp_path_factory):
     return root, state, summary
 
 
-def copy_of(project, tmp_path):
-    """The approved project in another folder (outputs and DVC cache included)."""
+def store(root):
+    """The registry store a toy project's runs write to (a copy's own, see ``copy_of``)."""
+    return os.environ.get("PRICELINEAGE_REGISTRY") or registry_dir(root)
+
+
+def copy_of(project, tmp_path, monkeypatch):
+    """The approved project in another folder (outputs, DVC cache and registry store included)."""
     target = tmp_path / "copy"
     shutil.copytree(project, target, symlinks=True)
+    shutil.copytree(registry_dir(project), tmp_path / "copy-registry")
+    monkeypatch.setenv("PRICELINEAGE_REGISTRY", str(tmp_path / "copy-registry"))
     return target
 
 
@@ -78,12 +93,18 @@ def test_full_flow_approves_and_pushes(approved, tmp_path):
     outcome = only(summary)
     assert outcome["status"] == "approved" and outcome["new"]
     assert set(outcome["stages"].values()) == {"ran"}
-    served = registry.approved_model(SC, root)
+    served = registry.approved_model(SC, store(root))
     assert served.model_version == outcome["version"] and served.overrides == ["tune.n_trials=2"]
     assert set(served.lineage["stages"]) == set(lineage_stages(SC))
     tune = served.lineage["stages"][stage_id("tune_primary_model", SC)]
     assert tune["params"]["params.yaml"]["tune"]["n_trials"] == 2  # dvc.lock records the override
-    assert "n_trials: 20" in (root / "params.yaml").read_text()  # … and params.yaml is back
+    assert (root / "params.yaml").read_text() == params_before(root)  # the user's params.yaml untouched
+    assert served.platform["python"] and served.platform["numpy"] and served.git["rev"]
+    assert not registry.lineage_problems(served.lineage["stages"], served.model_path)
+    # The configured product's lineage landed in the checkout: dvc.lock entries and outputs.
+    assert dvcrepo.lock_entry(root, stage_id("tune_primary_model", SC)) == tune
+    assert (root / served.model_path).exists() and (root / "metrics" / f"dfn_val_{SC}.json").exists()
+    assert not [p for p in workspaces(root).iterdir() if p.name != "locks"]  # removed after success
     assert f"{SC}: model {served.model_version} approved" in state.message
     # Prefect artifacts, under stable keys.
     assert "approved" in Artifact.get(artifact_key(SC, "summary")).data
@@ -100,18 +121,18 @@ def test_full_flow_approves_and_pushes(approved, tmp_path):
     import hashlib
 
     assert hashlib.md5(pulled.read_bytes()).hexdigest() == served.model_md5
-    assert registry.approved_model(SC, clone).model_version == served.model_version
+
 
 
 def test_second_run_with_nothing_changed_is_all_cached(approved):
     root, _, _ = approved
-    before = registry.history(root, SC)
+    before = registry.history(store(root), SC)
     state, summary = run_flow(root, overrides={"tune.n_trials": 2})
     outcome = only(summary)
     assert state.is_completed()
     assert outcome["stages"] == {address: "cached" for address in lineage_stages(SC)}
     assert outcome["status"] == "approved" and not outcome["new"]
-    assert registry.history(root, SC) == before
+    assert registry.history(store(root), SC) == before
 
 
 def test_lineage_cli_shows_the_served_model_and_its_lineage(approved, capsys):
@@ -120,7 +141,7 @@ def test_lineage_cli_shows_the_served_model_and_its_lineage(approved, capsys):
     from flows import lineage_cli
 
     root, _, _ = approved
-    served = registry.approved_model(SC, root)
+    served = registry.approved_model(SC, store(root))
     assert lineage_cli.main(["--root", str(root), "show", SC]) == 0
     shown = capsys.readouterr().out
     assert f"{SC}: serving model {served.model_version}" in shown
@@ -135,9 +156,9 @@ def test_lineage_cli_shows_the_served_model_and_its_lineage(approved, capsys):
     assert "no decision recorded" in capsys.readouterr().out
 
 
-def test_drift_trains_nothing_and_the_served_model_stays(approved, tmp_path):
-    root = copy_of(approved[0], tmp_path)
-    served = registry.approved_model(SC, root)
+def test_drift_trains_nothing_and_the_served_model_stays(approved, tmp_path, monkeypatch):
+    root = copy_of(approved[0], tmp_path, monkeypatch)
+    served = registry.approved_model(SC, store(root))
     tune_lock = dvcrepo.lock_entry(root, stage_id("tune_primary_model", SC))
     state, summary = run_flow(root, overrides={"drift.shift": 0.9})
     outcome = only(summary)
@@ -147,20 +168,20 @@ def test_drift_trains_nothing_and_the_served_model_stays(approved, tmp_path):
     assert "unit_price" in state.message and "no training" in state.message
     assert f"model {served.model_version} stays served" in state.message
     assert dvcrepo.lock_entry(root, stage_id("tune_primary_model", SC)) == tune_lock
-    assert registry.approved_model(SC, root) == served
+    assert registry.approved_model(SC, store(root)) == served
     assert "unit_price" in Artifact.get(artifact_key(SC, "summary")).data
 
 
-def test_unfair_model_is_rejected_and_nothing_new_is_approved(approved, tmp_path):
-    root = copy_of(approved[0], tmp_path)
-    served = registry.approved_model(SC, root)
+def test_unfair_model_is_rejected_and_nothing_new_is_approved(approved, tmp_path, monkeypatch):
+    root = copy_of(approved[0], tmp_path, monkeypatch)
+    served = registry.approved_model(SC, store(root))
     state, summary = run_flow(root, overrides={"fairness.max_mae_diff": 0.01, "tune.n_trials": 3})
     outcome = only(summary)
     assert state.is_completed() and outcome["status"] == "rejected"
-    latest = registry.latest(root, SC)
+    latest = registry.latest(store(root), SC)
     assert latest.decision == "rejected" and latest.reasons == ["mae_diff 0.1 above threshold 0.01"]
     assert latest.model_version != served.model_version
-    assert registry.approved_model(SC, root) == served
+    assert registry.approved_model(SC, store(root)) == served
 
 
 def test_transient_failure_is_retried_and_the_flow_completes(prefect_api, tmp_path, monkeypatch):
@@ -174,11 +195,14 @@ def test_transient_failure_is_retried_and_the_flow_completes(prefect_api, tmp_pa
 
 def test_validation_error_fails_at_once_and_commits_nothing(prefect_api, tmp_path):
     root = make_toy_project(tmp_path / "toy")
-    state, _ = run_flow(root, overrides={"toy.invalid": [ETL]})
+    state, summary = run_flow(root, overrides={"toy.invalid": [ETL]})
     assert state.is_failed()
     assert "DataValidationError: toy etl_pipeline: column 'unit_price' is missing" in state.message
     assert dvcrepo.lock_entry(root, ETL) is None
     assert not (root / ".dvc" / "cache" / "files").exists()
+    kept = Path(only(summary)["workspace"])  # the failed run's workspace is kept, and named
+    assert kept.is_dir() and str(kept) in state.message
+    assert registry.history(store(root), SC) == []
     from prefect.client.orchestration import get_client
 
     with get_client(sync_client=True) as client:

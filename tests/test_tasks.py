@@ -12,7 +12,7 @@ import yaml
 from pricing import registry
 from pricing.errors import DataValidationError
 from pricing.layout import Layout
-from tasks import dvcrepo
+from tasks import dvcrepo, workspace
 from tasks.errors import (
     StageCommandError,
     StageDataValidationError,
@@ -23,7 +23,7 @@ from tasks.errors import (
 )
 from tasks.stage_task import STAGE_TASKS
 from tasks.stages import ETL, PREPROCESS, RISK, lineage_stages, stage_id
-from tasks.testing import make_toy_project, run_cmd
+from toy_project import TOY_PRODUCTS, make_toy_project, run_cmd
 
 SC = "85123A"
 
@@ -126,7 +126,7 @@ def test_fingerprint_of_a_matrix_stage_from_another_cwd(toy, tmp_path, monkeypat
 # -- repro, check, commit --------------------------------------------------------------------------
 def test_a_stage_runs_checks_and_commits(toy):
     result = run(ETL, toy)
-    assert result["metrics"]["lines_kept"] == 41  # header + 40 lines
+    assert result["metrics"]["lines_kept"] == sum(TOY_PRODUCTS.values())
     assert result["lock"]["outs"] and dvcrepo.lock_entry(toy, ETL) == result["lock"]
     assert "changed" not in dvc(toy, "status", ETL)
     md5 = next(o["md5"] for o in result["lock"]["outs"] if o["path"] == "data/processed_df.parquet")
@@ -175,22 +175,35 @@ def test_risk_metrics_must_carry_the_verdict(toy):
     assert risk.exists()  # left for inspection, but not recorded in dvc.lock
 
 
-# -- params overrides ----------------------------------------------------------------------------
-def test_overrides_apply_for_the_run_and_are_put_back(toy):
+# -- params overrides: in the run's workspace, never in the user's params.yaml -------------------
+def test_overrides_apply_in_the_workspace_only(toy, tmp_path):
     original = (toy / "params.yaml").read_bytes()
-    applied = dvcrepo.override_strings({"tune.n_trials": 3, "stockcodes": ["85123A"]})
-    with dvcrepo.params_overridden(toy, applied):
-        params = yaml.safe_load((toy / "params.yaml").read_text())
-        assert params["tune"]["n_trials"] == 3 and params["fairness"]["max_mae_diff"] == 0.5
+    applied = dvcrepo.override_strings({"tune.n_trials": 3})
+    ws = workspace.create(toy, "22423", applied, base=tmp_path / "ws")
+    params = yaml.safe_load((ws.path / "params.yaml").read_text())
+    assert params["tune"]["n_trials"] == 3 and params["fairness"]["max_mae_diff"] == 0.5
+    assert params["stockcodes"] == ["22423"]
     assert (toy / "params.yaml").read_bytes() == original
+    assert ws.source["commit"] == ws.source["rev"] and not ws.source["dirty"]
+    workspace.remove(ws)
+    assert not ws.path.exists()
 
 
-def test_an_unknown_param_is_refused(toy):
+def test_an_unknown_param_is_refused_and_leaves_nothing(toy, tmp_path):
     original = (toy / "params.yaml").read_bytes()
     with pytest.raises(DataValidationError, match="tune.n_trails"):
-        with dvcrepo.params_overridden(toy, ["tune.n_trails=3"]):
-            pass
+        workspace.create(toy, "85123A", ["tune.n_trails=3"], base=tmp_path / "ws")
     assert (toy / "params.yaml").read_bytes() == original
+    assert list((tmp_path / "ws").iterdir()) == []
+
+
+def test_uncommitted_changes_run_as_a_snapshot_without_touching_the_checkout(toy, tmp_path):
+    (toy / "toy_stage.py").write_text((toy / "toy_stage.py").read_text() + "\n# edited\n")
+    status = run_cmd(["git", "status", "--porcelain"], toy)
+    ws = workspace.create(toy, "85123A", [], base=tmp_path / "ws")
+    assert ws.source["dirty"] and ws.source["commit"] != ws.source["rev"]
+    assert (ws.path / "toy_stage.py").read_text().endswith("# edited\n")
+    assert run_cmd(["git", "status", "--porcelain"], toy) == status  # the checkout is as it was
 
 
 # -- the approval record ---------------------------------------------------------------------------
@@ -237,7 +250,9 @@ def test_registry_keeps_every_decision_and_serves_the_last_approved(tmp_path):
     served = registry.approved_model("X", tmp_path)
     assert served.model_version == "abcdef012345" and served.git["rev"] == "deadbeef"
     assert registry.stockcodes(tmp_path) == ["X"]
-    assert json.loads(registry.record_file(tmp_path, "X").read_text().splitlines()[1])["reasons"] == ["mae_diff 0.3 > 0.2"]
+    objects = sorted((tmp_path / "X").glob("*.json"))
+    assert len(objects) == 2 and "-rejected-" in objects[1].name
+    assert json.loads(objects[1].read_text())["reasons"] == ["mae_diff 0.3 > 0.2"]
     assert "REJECTED" in registry.describe(registry.latest(tmp_path, "X"))
 
 

@@ -1,11 +1,12 @@
-"""A throw-away git + DVC project with the lineage's stage names and paths, and toy commands.
+"""Test scaffolding: a throw-away git + DVC project with the lineage's stage names and paths, and toy commands.
 
 Tests (and anyone trying the orchestration) get the real flow's shape in seconds: the same
 stage names, the same ``Layout`` paths, metrics with the fields the flow branches on — but
 each stage is a few lines of Python. Faults are switched on through params (so they go
 through the flow's overrides) or, for the one-off transient fault, an environment variable:
 
-- ``toy.invalid: [stage, ...]`` → the stage fails with ``DataValidationError`` (exit 2);
+- ``toy.invalid: [stage or stage@stockcode, ...]`` → that stage fails with ``DataValidationError`` (exit 2);
+- ``toy.sleep: {stage: seconds}`` → that stage takes this long (to hold a run open);
 - ``toy.garbage: [stage, ...]`` → the stage exits 0 but writes unparsable metrics;
 - ``drift.shift`` above ``drift.threshold`` → the drift stage reports drift on ``unit_price``;
 - ``fairness.max_mae_diff`` below the toy model's gap (0.1) → the risk check fails;
@@ -50,7 +51,10 @@ TOY_STAGE = textwrap.dedent(
             Path(marker).write_text("failed once")
             print(f"ERROR: '{P['etl_metrics']}' is busy, it is being blocked by: (PID 4242): toy", file=sys.stderr)
             sys.exit(1)
-    if stage in (toy.get("invalid") or []):
+    import time
+
+    time.sleep(float((toy.get("sleep") or {}).get(stage, 0)))
+    if stage in (toy.get("invalid") or []) or address in (toy.get("invalid") or []):
         print(f"DataValidationError: toy {address}: column 'unit_price' is missing", file=sys.stderr)
         sys.exit(2)
 
@@ -69,10 +73,14 @@ TOY_STAGE = textwrap.dedent(
         return hashlib.md5("|".join(map(str, parts)).encode()).hexdigest()
 
     if stage == "etl_pipeline":
-        raw = Path(params["data"]["input_path"]).read_text()
-        write("original_df", raw)
-        write("processed_df", raw.upper())
-        metrics("etl_metrics", {"lines_in": raw.count("\\n"), "lines_kept": raw.count("\\n")})
+        import polars as pl
+
+        raw = pl.read_csv(params["data"]["input_path"])
+        for key in ("original_df", "processed_df"):
+            Path(P[key]).parent.mkdir(parents=True, exist_ok=True)
+        raw.write_parquet(P["original_df"])
+        raw.with_columns(pl.col("stockcode").str.to_uppercase()).write_parquet(P["processed_df"])
+        metrics("etl_metrics", {"lines_in": raw.height, "lines_kept": raw.height})
     elif stage == "data_drift_check":
         shift = float(params["drift"]["shift"])
         drifted = shift > float(params["drift"]["threshold"])
@@ -89,7 +97,7 @@ TOY_STAGE = textwrap.dedent(
             print(f"DriftGateError: {sc} drifted; not training", file=sys.stderr)
             sys.exit(3)
         Path(P["preprocessed_dir"]).mkdir(parents=True, exist_ok=True)
-        Path(P["preprocessed_dir"], "X_train.txt").write_text(digest(sc, Path(P["processed_df"]).read_text()))
+        Path(P["preprocessed_dir"], "X_train.txt").write_text(digest(sc, Path(P["processed_df"]).read_bytes()))
         metrics("data_metrics", {"rows": {"train": 8, "val": 2, "test": 2}})
     elif stage == "tune_primary_model":
         n = int(params["tune"]["n_trials"])
@@ -138,7 +146,7 @@ def _paths() -> dict[str, str]:
 def _dvc_yaml() -> dict:
     p = {key: value.replace("@SC@", SC) for key, value in _paths().items()}
     code = "toy_stage.py"
-    metric = lambda path: {path: {"cache": False}}  # noqa: E731
+    metric = lambda path: path  # noqa: E731
     per_sc = lambda name, body: {"matrix": {"stockcode": "${stockcodes}"},  # noqa: E731
                                  "cmd": f"python {code} {name} {SC}", **body}
     return {
@@ -167,13 +175,13 @@ def _dvc_yaml() -> dict:
                 "params": ["tune", "seed"],
                 "outs": [p["model_checkpoint"]],
                 "metrics": [metric(p["val_metrics"])],
-                "plots": [{p["tuning_history"]: {"cache": False}}],
+                "plots": [p["tuning_history"]],
             }),
             INFERENCE: per_sc(INFERENCE, {
                 "deps": [p["model_checkpoint"], p["preprocessed_dir"], code],
                 "outs": [p["inference_results"]],
                 "metrics": [metric(p["test_metrics"])],
-                "plots": [{p["shap_importance"]: {"cache": False}}],
+                "plots": [p["shap_importance"]],
             }),
             RISK: per_sc(RISK, {
                 "deps": [p["inference_results"], code],
@@ -191,7 +199,7 @@ DEFAULT_PARAMS = {
     "drift": {"gate": "block", "shift": 0.0, "threshold": 0.25},
     "tune": {"n_trials": 20},
     "fairness": {"max_mae_diff": 0.5},
-    "toy": {"invalid": [], "garbage": []},
+    "toy": {"invalid": [], "garbage": [], "sleep": {}},
 }
 
 
@@ -203,10 +211,25 @@ def _run(args: list[str], cwd: Path) -> str:
     return result.stdout
 
 
+# Lines per product in the toy's raw data: two products to train, one too small to.
+TOY_PRODUCTS = {"85123A": 40, "22423": 30, "TINY1": 3}
+
+
 def make_toy_project(root: Path, remote: Path | None = None, params: dict | None = None) -> Path:
-    """Create the toy project at ``root`` (git + DVC, one commit) with a local DVC remote."""
+    """Create the toy project at ``root`` (git + DVC, one commit) with a local DVC remote.
+
+    Its registry store and workspaces are folders beside it (``<root>-registry``,
+    ``<root>-workspaces``), never the user's.
+    """
     root.mkdir(parents=True, exist_ok=True)
     merged = yaml.safe_load(yaml.safe_dump(DEFAULT_PARAMS))
+    merged["orchestration"] = {
+        "registry": str(registry_dir(root)),
+        "workspaces": str(root.parent / f"{root.name}-workspaces"),
+        "max_concurrent_products": 2,
+        "stockcode_wait_seconds": 120,
+        "min_product_lines": 10,
+    }
     for key, value in (params or {}).items():
         if isinstance(value, dict):
             merged[key].update(value)
@@ -218,9 +241,12 @@ def make_toy_project(root: Path, remote: Path | None = None, params: dict | None
     import json
 
     (root / "toy_paths.json").write_text(json.dumps(_paths(), indent=1))
+    (root / ".gitignore").write_text("/data/*\n!/data/raw/\n/metrics/\n/plots/\n/reports/\n/models/\n")
     raw = root / merged["data"]["input_path"]
     raw.parent.mkdir(parents=True, exist_ok=True)
-    raw.write_text("invoice,stockcode,quantity,unit_price\n" + "".join(f"{i},85123A,{i % 7 + 1},2.55\n" for i in range(40)))
+    lines = [(code, i) for code, count in TOY_PRODUCTS.items() for i in range(count)]
+    raw.write_text("invoice,stockcode,quantity,unit_price\n"
+                   + "".join(f"{n},{code},{i % 7 + 1},2.55\n" for n, (code, i) in enumerate(lines)))
     _run(["git", "init", "-q", "-b", "main"], root)
     _run([sys.executable, "-m", "dvc", "init", "-q"], root)
     remote = remote or root.parent / f"{root.name}-remote"
@@ -229,6 +255,11 @@ def make_toy_project(root: Path, remote: Path | None = None, params: dict | None
     _run([*GIT, "add", "-A"], root)
     _run([*GIT, "commit", "-qm", "toy project"], root)
     return root
+
+
+def registry_dir(root: Path) -> Path:
+    """The registry store folder of a toy project."""
+    return root.parent / f"{root.name}-registry"
 
 
 def git_commit_all(root: Path, message: str) -> None:

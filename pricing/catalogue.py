@@ -1,0 +1,26 @@
+"""The products of the data set: which stockcodes exist, and how many lines each has."""
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+import polars as pl
+
+from pricing.etl import normalise_stockcodes
+from pricing.features import PRODUCT
+
+
+def normalise_stockcode(code: str) -> str:
+    """One stock code as the ETL spells it (the same rule, applied to one value)."""
+    return pl.select(normalise_stockcodes(pl.lit(str(code)))).item()
+
+
+def product_line_counts(processed_df: Path) -> dict[str, int]:
+    """Lines per stockcode in the ETL's processed data."""
+    counts = pl.scan_parquet(processed_df).group_by(PRODUCT).len().collect()
+    return dict(zip(counts.get_column(PRODUCT).to_list(), counts.get_column("len").to_list()))
+
+
+def unknown_stockcodes(requested: Iterable[str], counts: dict[str, int]) -> list[str]:
+    """The requested stockcodes the data has no line of (as the user spelled them)."""
+    return [code for code in requested if normalise_stockcode(code) not in counts]
