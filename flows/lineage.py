@@ -23,11 +23,10 @@ import contextvars
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.states import Completed, Failed, State
-from pydantic import Field
 
 from flows import artifacts
 from pricing import registry
@@ -191,27 +190,26 @@ def _overrides(overrides: dict[str, Any] | list[str] | None, as_of: str | None =
     return applied + ([f"drift.as_of={as_of}"] if as_of else [])
 
 
-@flow(name="lineage-product", flow_run_name="lineage-{stockcode}")
+@flow(name="lineage-product")
 def product_lineage(
-    stockcode: Annotated[str, Field(description="The product's stock code, as in the data (e.g. 85123A).")],
-    overrides: Annotated[
-        list[str] | None,
-        Field(description="params.yaml overrides for this run only, as `dvc exp run -S` takes them "
-                          "(e.g. tune.n_trials=10). The project's params.yaml is never changed."),
-    ] = None,
-    as_of: Annotated[
-        str | None,
-        Field(description="Judge drift as of this date (YYYY-MM-DD): the windows end with the last "
-                          "complete week on or before it. Empty: the last complete week of the data."),
-    ] = None,
-    revision: Annotated[
-        str | None,
-        Field(description="Git commit of the project to run (empty: the checkout's HEAD and its "
-                          "uncommitted changes)."),
-    ] = None,
-    project: Annotated[str | None, Field(description="Project directory (empty: the working directory).")] = None,
+    stockcode: str,
+    overrides: list[str] | None = None,
+    as_of: str | None = None,
+    revision: str | None = None,
+    project: str | None = None,
 ) -> State:
-    """The lineage of one product, in a workspace of its own: ETL, drift gate, training, risk gate, decision."""
+    """The lineage of one product, in a workspace of its own: ETL, drift gate, training, risk gate, decision.
+
+    Args:
+        stockcode: The product's stock code, as in the data (e.g. 85123A); any product of the data.
+        overrides: params.yaml overrides for this run only, as `dvc exp run -S` takes them
+            (e.g. tune.n_trials=10). The project's params.yaml is never changed.
+        as_of: Judge drift as of this date (YYYY-MM-DD): the windows end with the last complete
+            week on or before it. Empty: the last complete week of the data.
+        revision: Git commit of the project to run. Empty: the checkout's HEAD and its
+            uncommitted changes.
+        project: Project directory. Empty: the deployment's working directory.
+    """
     root = _project(project)
     source = {"rev": revision, "commit": revision, "dirty": False} if revision else None
     outcome = run_product(root, stockcode, _overrides(overrides, as_of), source)
@@ -222,26 +220,23 @@ def product_lineage(
 
 @flow(name="lineage")
 def lineage(
-    stockcodes: Annotated[
-        list[str] | None,
-        Field(description="Stock codes to run (any product of the data); empty: `stockcodes` in params.yaml."),
-    ] = None,
-    overrides: Annotated[
-        dict[str, Any] | list[str] | None,
-        Field(description="params.yaml overrides for this run only, as `dvc exp run -S` takes them "
-                          "(e.g. [\"tune.n_trials=10\"]). The project's params.yaml is never changed."),
-    ] = None,
-    root: Annotated[str | None, Field(description="Project directory (empty: the working directory).")] = None,
-    max_concurrent: Annotated[
-        int | None,
-        Field(description="Products run side by side; empty: orchestration.max_concurrent_products.", ge=1),
-    ] = None,
-    as_of: Annotated[
-        str | None,
-        Field(description="Judge drift as of this date (YYYY-MM-DD); empty: the last complete week of the data."),
-    ] = None,
+    stockcodes: list[str] | None = None,
+    overrides: dict[str, Any] | list[str] | None = None,
+    root: str | None = None,
+    max_concurrent: int | None = None,
+    as_of: str | None = None,
 ) -> State:
-    """Run the lineage of each product, each in its own workspace, several at once."""
+    """Run the lineage of each product, each in its own workspace, several at once.
+
+    Args:
+        stockcodes: Stock codes to run, any product of the data. Empty: `stockcodes` in params.yaml.
+        overrides: params.yaml overrides for this run only, as `dvc exp run -S` takes them
+            (e.g. ["tune.n_trials=10"]). The project's params.yaml is never changed.
+        root: Project directory. Empty: the deployment's working directory.
+        max_concurrent: How many products run side by side. Empty:
+            orchestration.max_concurrent_products in params.yaml.
+        as_of: Judge drift as of this date (YYYY-MM-DD). Empty: the last complete week of the data.
+    """
     logger = get_run_logger()
     project = _project(root)
     configured = [str(sc) for sc in load_params(project).get("stockcodes") or []]
@@ -249,6 +244,8 @@ def lineage(
     applied = _overrides(overrides, as_of)
     if applied:
         logger.info("params overridden for this run: %s", " ".join(applied))
+    if max_concurrent is not None and max_concurrent < 1:
+        raise DataValidationError(f"max_concurrent must be at least 1, got {max_concurrent}")
     # One revision for every product of the run, whatever the checkout does meanwhile.
     revision = workspace.source_revision(project)
     limit = max_concurrent or int(orchestration_params(project).get("max_concurrent_products", DEFAULT_CONCURRENCY))

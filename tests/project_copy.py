@@ -28,9 +28,10 @@ def project_files() -> list[str]:
     return [name for name in names if name.startswith(PROJECT_DATA) or not name.startswith(RUN_PRODUCTS)]
 
 
-def run(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+def run(args: list[str], cwd: Path, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run a command with this venv first on PATH (dvc calls `python` from dvc.yaml)."""
-    env = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}"}
+    base = env or os.environ
+    env = {**base, "PATH": f"{VENV_BIN}{os.pathsep}{base['PATH']}"}
     result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
     if check and result.returncode != 0:
         raise AssertionError(f"{' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")

@@ -7,6 +7,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 # Before Prefect is imported: an isolated home, no telemetry, quick retries.
@@ -235,3 +236,93 @@ def test_real_pipeline_approves_85123A(prefect_api, tmp_path):
     assert (remote_dir(root) / "files" / "md5" / served.model_md5[:2] / served.model_md5[2:]).exists()
     again, summary = run_flow(root, stockcodes=[SC], overrides=tiny)
     assert set(only(summary)["stages"].values()) == {"cached"}
+
+
+# -- many products, one run ---------------------------------------------------------------------
+def test_any_product_runs_and_one_products_failure_sinks_no_other(prefect_api, tmp_path):
+    root = make_toy_project(tmp_path / "toy")
+    state, summary = run_flow(root, stockcodes=[SC, "22423", "TINY1", "NOSUCH"],
+                              overrides=["toy.invalid=[preprocess@85123A]"])
+    outcomes = {o["stockcode"]: o for o in summary["outcomes"]}
+    assert state.is_failed()  # one product failed …
+    assert outcomes[SC]["status"] == "failed" and "column 'unit_price' is missing" in outcomes[SC]["message"]
+    assert outcomes["22423"]["status"] == "approved"  # … the others went on
+    assert outcomes["TINY1"]["status"] == "insufficient_data" and outcomes["TINY1"]["lines"] == 3
+    assert outcomes["NOSUCH"]["status"] == "failed" and "no line of this stockcode" in outcomes["NOSUCH"]["message"]
+    tiny = registry.latest(store(root), "TINY1")
+    assert tiny.decision == "insufficient_data" and "fewer than orchestration.min_product_lines = 10" in tiny.reasons[0]
+    assert tiny.model_path is None and list(tiny.lineage["stages"]) == [ETL]
+    approved = registry.approved_model("22423", store(root))
+    assert set(approved.lineage["stages"]) == set(lineage_stages("22423"))
+    # 22423 is not configured in the checkout: its lineage is in the store, not in dvc.lock.
+    assert dvcrepo.lock_entry(root, stage_id("tune_primary_model", "22423")) is None
+    assert (root / "params.yaml").read_text() == params_before(root)
+    assert Path(outcomes[SC]["workspace"]).is_dir() and Path(outcomes["NOSUCH"]["workspace"]).is_dir()
+
+
+def test_the_same_stockcode_twice_at_once_waits_then_is_refused_past_the_bound(prefect_api, tmp_path):
+    import threading
+
+    root = make_toy_project(tmp_path / "toy", params={"orchestration": {"stockcode_wait_seconds": 2}})
+    results = {}
+
+    def first():
+        results["first"] = run_flow(root, overrides=["toy.sleep.tune_primary_model=12"])
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not (workspaces(root) / "locks").exists() or not any(
+            p.name.startswith(SC) for p in workspaces(root).iterdir()):
+        assert time.monotonic() < deadline, "the first run never started"
+        time.sleep(0.2)
+    state, summary = run_flow(root)  # waits 2 s for the first run, which takes longer
+    thread.join()
+    refused = only(summary)
+    assert refused["status"] == "failed" and "another run of this stockcode is still going after 2 s" in refused["message"]
+    first_state, first_summary = results["first"]
+    assert first_state.is_completed() and only(first_summary)["status"] == "approved"
+    assert [r.decision for r in registry.history(store(root), SC)] == ["approved"]  # nothing corrupted
+
+
+def test_a_second_run_of_a_stockcode_waits_for_the_first_and_runs_its_own_overrides(prefect_api, tmp_path):
+    import threading
+
+    root = make_toy_project(tmp_path / "toy")
+    results = {}
+    thread = threading.Thread(target=lambda: results.setdefault(
+        "first", run_flow(root, overrides=["tune.n_trials=3", "toy.sleep.tune_primary_model=6"])))
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not (workspaces(root) / "locks").exists():
+        assert time.monotonic() < deadline, "the first run never started"
+        time.sleep(0.2)
+    time.sleep(1)
+    state, summary = run_flow(root, overrides=["tune.n_trials=4"])
+    thread.join()
+    assert state.is_completed() and results["first"][0].is_completed()
+    history = registry.history(store(root), SC)
+    assert [r.overrides for r in history] == [["tune.n_trials=3", "toy.sleep.tune_primary_model=6"],
+                                              ["tune.n_trials=4"]]
+    assert history[0].model_version != history[1].model_version
+    tune = dvcrepo.lock_entry(root, stage_id("tune_primary_model", SC))
+    assert tune["params"]["params.yaml"]["tune"]["n_trials"] == 4  # the later run landed last
+    assert (root / "params.yaml").read_text() == params_before(root)
+
+
+def test_checkout_and_reproduce_an_approved_lineage(approved, capsys):
+    from flows import lineage_cli
+
+    root, _, _ = approved
+    served = registry.approved_model(SC, store(root))
+    assert lineage_cli.main(["--root", str(root), "checkout", SC]) == 0
+    checked_out = Path(capsys.readouterr().out.strip().splitlines()[-2])
+    assert dvcrepo.read_lock(checked_out) == served.lineage["stages"]
+    import hashlib
+
+    assert hashlib.md5((checked_out / served.model_path).read_bytes()).hexdigest() == served.model_md5
+    status = run_cmd([*DVC, "status", *lineage_stages(SC)], checked_out)
+    assert "up to date" in status or status.strip() == "", status
+    assert lineage_cli.main(["--root", str(root), "reproduce", SC, served.model_version[:6]]) == 0
+    shown = capsys.readouterr().out
+    assert "IDENTICAL bytes" in shown and served.model_md5 in shown

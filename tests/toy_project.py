@@ -199,7 +199,7 @@ DEFAULT_PARAMS = {
     "drift": {"gate": "block", "shift": 0.0, "threshold": 0.25},
     "tune": {"n_trials": 20},
     "fairness": {"max_mae_diff": 0.5},
-    "toy": {"invalid": [], "garbage": [], "sleep": {}},
+    "toy": {"invalid": [], "garbage": [], "sleep": {"tune_primary_model": 0}},
 }
 
 

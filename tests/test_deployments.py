@@ -1,0 +1,112 @@
+"""The deployments on a real Prefect server and a real process worker (started here, on
+127.0.0.1 and a free port, stopped by PID), over a copy of this project and the real data."""
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="pricelineage-prefect-"))
+os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+
+import pytest  # noqa: E402
+import yaml  # noqa: E402
+
+from deployments import local_stack  # noqa: E402
+from pricing import registry  # noqa: E402
+from tasks.stages import lineage_stages  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).parent))
+from project_copy import make_project_copy, run  # noqa: E402
+
+pytestmark = pytest.mark.slow
+TINY = ["tune.n_trials=2", "tune.num_epochs=3", "inference.shap_max_rows=50", "inference.shap_background_size=20"]
+# 85123A is configured in params.yaml; the other two are not (a backfill takes any product).
+BACKFILLED = ["85123A", "22423", "20725"]
+
+
+@pytest.fixture(scope="module")
+def deployed(tmp_path_factory):
+    base = tmp_path_factory.mktemp("deployments")
+    project = make_project_copy(base / "project")
+    store, workspaces = base / "registry", base / "workspaces"
+    env = {"PRICELINEAGE_REGISTRY": str(store), "PRICELINEAGE_WORKSPACES": str(workspaces)}
+    stack = local_stack.start(base / "stack", port=local_stack.free_port(), extra_env=env)
+    try:
+        deploy = run([sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--all"], project,
+                     env={**stack.env, **env})
+        assert "lineage-product/lineage-product" in deploy.stdout
+        yield {"project": project, "store": store, "stack": stack, "params": (project / "params.yaml").read_bytes()}
+    finally:
+        local_stack.stop(stack)
+
+
+def test_deployments_are_registered_with_schedule_and_described_parameters(deployed):
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings(updates={PREFECT_API_URL: deployed["stack"].api_url}):
+        with get_client(sync_client=True) as prefect:
+            weekly = prefect.read_deployment_by_name("lineage/weekly-lineage")
+            (schedule,) = weekly.schedules
+            assert schedule.schedule.cron == "0 6 * * 1" and schedule.schedule.timezone == "Europe/London"
+            manual = prefect.read_deployment_by_name("lineage/lineage-manual")
+            assert not manual.schedules
+            properties = manual.parameter_openapi_schema["properties"]
+            assert set(properties) >= {"stockcodes", "overrides", "max_concurrent", "as_of"}
+            assert all(spec.get("description") for spec in properties.values()), properties
+            backfill = prefect.read_deployment_by_name("backfill/backfill")
+            assert backfill.parameter_openapi_schema["properties"]["stockcodes"]["description"]
+            product = prefect.read_deployment_by_name("lineage-product/lineage-product")
+            assert product.work_pool_name == local_stack.DEFAULT_POOL
+
+
+def _backfill(stack, stockcodes, overrides=TINY):
+    from prefect.client.orchestration import get_client
+    from prefect.deployments import run_deployment
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings(updates={PREFECT_API_URL: stack.api_url}):
+        flow_run = run_deployment("backfill/backfill", parameters={"stockcodes": stockcodes, "overrides": overrides},
+                                  timeout=1800)
+        with get_client(sync_client=True) as prefect:
+            product = prefect.read_deployment_by_name("lineage-product/lineage-product")
+            from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+
+            runs = prefect.read_flow_runs(
+                deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[product.id])), limit=200
+            )
+    return flow_run, runs
+
+
+def test_backfill_runs_any_products_side_by_side_and_records_each_whole(deployed):
+    stack, project, store = deployed["stack"], deployed["project"], deployed["store"]
+    flow_run, runs = _backfill(stack, BACKFILLED)
+    assert flow_run.state.is_completed(), flow_run.state.message
+    assert sorted(run.name.split("-")[1] for run in runs) == sorted(BACKFILLED)
+    assert all(run.name.startswith(f"backfill-{run.parameters['stockcode']}-") for run in runs)
+    for code in BACKFILLED:
+        last = registry.latest(store, code)
+        assert last is not None, f"{code}: no decision recorded"
+        assert set(last.lineage["stages"]) == set(lineage_stages(code)), code
+        assert last.overrides == TINY
+    # Two at once: the deployment's concurrency limit is 2 and the work pool took them together.
+    spans = sorted((run.start_time, run.end_time) for run in runs)
+    assert any(spans[i][1] > spans[i + 1][0] for i in range(len(spans) - 1)), spans
+    assert (project / "params.yaml").read_bytes() == deployed["params"]
+    # Only the configured product landed in the checkout.
+    lock = yaml.safe_load((project / "dvc.lock").read_text())["stages"]
+    assert "tune_primary_model@85123A" in lock and "tune_primary_model@22423" not in lock
+
+    decisions = {code: len(registry.history(store, code)) for code in BACKFILLED}
+    again, runs_again = _backfill(stack, BACKFILLED)
+    assert again.state.is_completed(), again.state.message
+    assert sorted(run.id for run in runs_again) == sorted(run.id for run in runs)  # nothing new started
+    assert {code: len(registry.history(store, code)) for code in BACKFILLED} == decisions
+
+
+def test_backfill_refuses_unknown_stockcodes_and_starts_nothing(deployed):
+    _, before = _backfill(deployed["stack"], [])
+    flow_run, after = _backfill(deployed["stack"], ["85123A", "NOSUCH1", "ALSO-NOT"])
+    assert flow_run.state.is_failed()
+    assert "NOSUCH1, ALSO-NOT" in flow_run.state.message and "nothing was started" in flow_run.state.message
+    assert len(after) == len(before)
