@@ -1,8 +1,9 @@
 # The flow runner: what an ECS task (or any container) needs to run the lineage flows.
 # Prefect's ECS worker starts it with `prefect flow-run execute`; the deployment's pull step
-# clones the project at the deployed revision, and this image brings Python, the pinned
-# requirements, git and dvc. The project's code is copied in too, so the image also runs on
-# its own (`docker run IMAGE python -m flows.lineage`).
+# clones the project at the deployed revision, where DVC and git do their work, and this image
+# brings Python, the pinned requirements, git and dvc. The code of the revision the image was
+# built from is copied in as well (without .git, see .dockerignore), so its modules import
+# before any pull step.
 FROM python:3.11-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
