@@ -80,8 +80,10 @@ class S3Server:
         }
 
     def env(self) -> dict[str, str]:
-        """The standard AWS variables for these credentials (read by dvc-s3, s3fs, boto3)."""
+        """The standard AWS variables for this server: with them alone in its environment, a
+        process and its children (dvc-s3, s3fs/fsspec, boto3) talk to it, no config needed."""
         return {
+            "AWS_ENDPOINT_URL": self.endpoint_url,
             "AWS_ACCESS_KEY_ID": self.access_key,
             "AWS_SECRET_ACCESS_KEY": self.secret_key,
             "AWS_DEFAULT_REGION": "us-east-1",

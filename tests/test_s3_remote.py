@@ -72,6 +72,26 @@ def test_s3_servers_side_by_side_listen_on_loopback_only_on_ports_of_their_own()
 
 
 @pytest.mark.slow
+def test_the_environment_alone_points_dvc_and_s3fs_at_the_server(tmp_path: Path, clean_aws_env) -> None:
+    """What a flow's subprocesses inherit: S3Server.env() and nothing in any config file."""
+    project = tmp_path / "tiny"
+    project.mkdir()
+    run(["git", "init", "-q"], project)
+    run([DVC, "init", "-q"], project)
+    (project / "numbers.txt").write_text("1 2 3\n")
+    run([DVC, "add", "-q", "numbers.txt"], project)
+    run([DVC, "remote", "add", "-d", S3_REMOTE, f"s3://{BUCKET}/dvc"], project)
+    digest = md5(project / "numbers.txt")
+    with running_s3_server() as s3:
+        for name, value in s3.env().items():
+            clean_aws_env.setenv(name, value)
+        assert "1 file pushed" in run([DVC, "push"], project).stdout
+        listed = run([str(VENV_BIN / "python"), "-c",
+                      f"import s3fs; print(s3fs.S3FileSystem().find('{BUCKET}/dvc'))"], project).stdout
+        assert f"{BUCKET}/dvc/files/md5/{digest[:2]}/{digest[2:]}" in listed
+
+
+@pytest.mark.slow
 def test_dvc_push_then_pull_into_a_fresh_clone_round_trips_through_s3(tmp_path: Path, clean_aws_env) -> None:
     project = make_project_copy(tmp_path / "project")
     run([DVC, "repro", "etl_pipeline"], project)
