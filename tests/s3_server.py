@@ -67,6 +67,7 @@ class S3Server:
     process: subprocess.Popen
     directory: Path
     log_path: Path
+    ports: dict[str, int]
     startup_seconds: float = 0.0
 
     def storage_options(self) -> dict:
@@ -115,6 +116,10 @@ class S3Server:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(STOP_TIMEOUT_SECONDS)
+        # weed puts its gRPC sockets in /tmp, named by port, and does not always remove them.
+        for flag, port in self.ports.items():
+            if flag.endswith(".grpc"):
+                Path(f"/tmp/seaweedfs-{flag.split('.')[0]}-grpc-{port}.sock").unlink(missing_ok=True)
 
 
 def start_s3_server(directory: Path, bucket: str = BUCKET) -> S3Server:
@@ -147,7 +152,7 @@ def start_s3_server(directory: Path, bucket: str = BUCKET) -> S3Server:
         process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                    cwd=directory, start_new_session=True)
     server = S3Server(f"http://127.0.0.1:{ports['s3.port']}", bucket, access_key, secret_key,
-                      process, directory, log_path)
+                      process, directory, log_path, ports)
     try:
         wait_until_ready(server, started)
     except BaseException:
