@@ -25,7 +25,7 @@ $(INSTALLED): requirements.txt
 run: setup
 	PREFECT_SERVER_ANALYTICS_ENABLED=false $(PYTHON) -m flows.lineage
 
-test: setup
+test: setup services
 	$(PYTHON) -m pytest -m "slow or not slow"
 
 test-fast: setup
