@@ -8,7 +8,7 @@ INSTALLED := $(VENV)/.installed-requirements
 # pip here lists this machine's wheel folders on every install; keep the log readable.
 QUIET_PIP := grep -v "is ignored: it is neither a file nor a directory" || true
 
-.PHONY: setup run test test-fast services
+.PHONY: setup run test test-fast stack stack-stop deploy services services
 setup: $(INSTALLED)
 
 # torch goes in first and alone: its pinned CPU wheel is on disk, while any looser request
@@ -24,6 +24,17 @@ $(INSTALLED): requirements.txt
 # ETL, drift gate, training, fairness gate, approval; prints what was approved or why not.
 run: setup
 	PREFECT_SERVER_ANALYTICS_ENABLED=false $(PYTHON) -m flows.lineage
+
+# The local Prefect stack: a server (SQLite, UI on http://127.0.0.1:4200) and a process
+# worker, in the background until `make stack-stop`; then `make deploy` registers prefect.yaml.
+stack: setup
+	$(PYTHON) -m deployments.local_stack start
+
+stack-stop:
+	$(PYTHON) -m deployments.local_stack stop
+
+deploy: setup
+	PREFECT_API_URL=$${PREFECT_API_URL:-http://127.0.0.1:4200/api} $(VENV)/bin/prefect --no-prompt deploy --all
 
 test: setup services
 	$(PYTHON) -m pytest -m "slow or not slow"

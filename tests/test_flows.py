@@ -213,11 +213,16 @@ def test_validation_error_fails_at_once_and_commits_nothing(prefect_api, tmp_pat
 
 
 @pytest.mark.slow
-def test_real_pipeline_approves_85123A(prefect_api, tmp_path):
-    """The README's main command on a copy of this project and the real data, tiny budget."""
+def test_real_pipeline_approves_85123A_and_reproduces_its_bytes(prefect_api, tmp_path, monkeypatch, capsys):
+    """The README's main command on a copy of this project and the real data, tiny budget;
+    then the approved lineage checked out and re-run from its record gives the same model."""
     sys.path.insert(0, str(Path(__file__).parent))
     from project_copy import make_project_copy, remote_dir
 
+    from flows import lineage_cli
+
+    monkeypatch.setenv("PRICELINEAGE_REGISTRY", str(tmp_path / "registry"))
+    monkeypatch.setenv("PRICELINEAGE_WORKSPACES", str(tmp_path / "workspaces"))
     root = make_project_copy(tmp_path / "project", {"stockcodes": [SC]})
     missing = [name for name in PER_STOCKCODE if name not in (root / "dvc.yaml").read_text()]
     if missing:
@@ -232,10 +237,13 @@ def test_real_pipeline_approves_85123A(prefect_api, tmp_path):
     outcome = only(summary)
     print(outcome["message"])
     assert outcome["status"] == "approved", outcome["message"]
-    served = registry.approved_model(SC, root)
+    served = registry.approved_model(SC, tmp_path / "registry")
     assert (remote_dir(root) / "files" / "md5" / served.model_md5[:2] / served.model_md5[2:]).exists()
     again, summary = run_flow(root, stockcodes=[SC], overrides=tiny)
     assert set(only(summary)["stages"].values()) == {"cached"}
+    capsys.readouterr()
+    assert lineage_cli.main(["--root", str(root), "reproduce", SC]) == 0, capsys.readouterr().out
+    assert "IDENTICAL bytes" in capsys.readouterr().out
 
 
 # -- many products, one run ---------------------------------------------------------------------
@@ -326,3 +334,31 @@ def test_checkout_and_reproduce_an_approved_lineage(approved, capsys):
     assert lineage_cli.main(["--root", str(root), "reproduce", SC, served.model_version[:6]]) == 0
     shown = capsys.readouterr().out
     assert "IDENTICAL bytes" in shown and served.model_md5 in shown
+
+
+@pytest.mark.slow
+def test_two_make_run_style_runs_at_once_in_one_checkout_keep_their_own_overrides(tmp_path):
+    """Two `python -m flows.lineage` processes (each with Prefect's temporary API), 3 s apart."""
+    import subprocess
+
+    root = make_toy_project(tmp_path / "toy")
+    params = (root / "params.yaml").read_bytes()
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    env.pop("PREFECT_API_URL", None)
+    project = Path(__file__).resolve().parents[1]
+    runs = []
+    for trials in (3, 4):
+        runs.append(subprocess.Popen(
+            [sys.executable, "-m", "flows.lineage", "--root", str(root), "-S", f"tune.n_trials={trials}",
+             "-S", "toy.sleep.tune_primary_model=4"],
+            cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+        time.sleep(3)
+    outputs = [run.communicate(timeout=600)[0] for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], outputs
+    history = registry.history(registry_dir(root), SC)
+    assert sorted(r.overrides[0] for r in history) == ["tune.n_trials=3", "tune.n_trials=4"], outputs
+    for record in history:
+        trials = int(record.overrides[0].split("=")[1])
+        tune = record.lineage["stages"][stage_id("tune_primary_model", SC)]
+        assert tune["params"]["params.yaml"]["tune"]["n_trials"] == trials
+    assert (root / "params.yaml").read_bytes() == params
