@@ -26,7 +26,7 @@ from pricing.errors import DataValidationError
 from pricing.layout import Layout, registry_location
 from tasks import dvcrepo, workspace
 from tasks.stage_task import run_stage
-from tasks.stages import ETL
+from tasks.stages import ETL, stage_id
 
 PRODUCT_DEPLOYMENT = "lineage-product/lineage-product"
 
@@ -63,6 +63,8 @@ def catalogue(project: Path, revision: dict[str, Any], probe: str) -> dict[str, 
         state = run_stage(ETL, ws.path)
         if not state.is_completed():
             raise DataValidationError(f"the ETL failed, so the stockcodes cannot be checked: {state.message}")
+        # Every product's workspace then starts from this ETL, by hash, instead of running it.
+        workspace.land(ws, [stage_id(ETL)])
         return product_line_counts(Layout(ws.path).processed_df)
     finally:
         workspace.remove(ws)

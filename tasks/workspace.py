@@ -164,14 +164,17 @@ def land(workspace: Workspace, addresses: list[str] | None = None) -> list[str]:
     """Bring a configured product's lineage into the user's checkout; return what landed.
 
     ``dvc.lock`` entries are merged (other products' entries untouched) and the outputs,
-    metrics and plots included, are linked from the shared cache by ``dvc checkout``. Products not in the checkout's ``stockcodes`` land nothing:
-    its ``dvc.yaml`` has no stage for them (their lineage is in the registry store).
+    metrics and plots included, are linked from the shared cache by ``dvc checkout``.
+    Products not in the checkout's ``stockcodes`` land nothing: its ``dvc.yaml`` has no stage
+    for them (their lineage is in the registry store); a project-wide stage named in
+    ``addresses`` (the ETL) lands for any product.
     """
     project = workspace.project
-    if workspace.stockcode not in configured_stockcodes(project):
-        return []
+    configured = workspace.stockcode in configured_stockcodes(project)
+    wanted = addresses if addresses is not None else (lineage_stages(workspace.stockcode) if configured else [])
     lock = dvcrepo.read_lock(workspace.path)
-    chosen = [address for address in (addresses or lineage_stages(workspace.stockcode)) if address in lock]
+    # Project-wide stages (the ETL) exist in every checkout; a product's only where configured.
+    chosen = [address for address in wanted if address in lock and (configured or "@" not in address)]
     if not chosen:
         return []
     with _file_lock(project / LAND_LOCK):
