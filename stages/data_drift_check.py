@@ -15,6 +15,8 @@ import pyarrow.parquet as pq
 from pricing.drift import DATE_COLUMN, DriftConfig, check_drift, render_report_html
 from pricing.errors import DataValidationError
 from pricing.layout import Layout, load_params
+from pricing.split import INVOICE_COLUMN, SplitConfig
+from pricing.stockcodes import normalise_stockcode
 from stages.common import atomic_path, run_stage, stockcode_arg, write_json
 
 STOCKCODE_COLUMN = "stockcode"
@@ -62,10 +64,13 @@ def drift_table(result: dict) -> pd.DataFrame:
 def main(argv: list[str]) -> None:
     stockcode = stockcode_arg(argv)
     layout = Layout()
-    config = DriftConfig.from_params(load_params(layout.root).get("drift"))
-    # The ETL upper-cases stock codes; outputs keep the name dvc.yaml was given.
-    rows, data_start, data_end = load_product_rows(layout, stockcode.upper(), config.columns)
-    check = check_drift(rows, stockcode.upper(), config, data_start=data_start, data_end=data_end)
+    params = load_params(layout.root)
+    config = DriftConfig.from_params(params.get("drift"))
+    split = SplitConfig.from_params(params.get("split"))
+    # The data holds normalised stock codes; outputs keep the name dvc.yaml was given.
+    product = normalise_stockcode(stockcode)
+    rows, data_start, data_end = load_product_rows(layout, product, [INVOICE_COLUMN, *config.columns])
+    check = check_drift(rows, product, config, data_start=data_start, data_end=data_end, split=split)
 
     with atomic_path(layout.drift_report(stockcode)) as tmp:
         tmp.write_text(render_report_html(check), encoding="utf-8")
