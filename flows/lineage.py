@@ -26,6 +26,7 @@ from prefect.states import Completed, Failed, State
 
 from flows import artifacts
 from pricing import registry
+from pricing.drift_gate import STATUS_INSUFFICIENT, DriftGate, decide
 from pricing.errors import DataValidationError
 from pricing.layout import load_params
 from tasks import dvcrepo
@@ -69,12 +70,20 @@ def run_stockcode(root: Path, stockcode: str, overrides: list[str]) -> dict[str,
         if name == DRIFT:
             verdict = registry.drift_verdict(results[DRIFT]["metrics"])
             results[DRIFT]["verdict"] = verdict
-            if verdict["drift_detected"]:
+            # The same decision preprocess's gate takes (drift.gate, drift.insufficient_data).
+            gate = decide(results[DRIFT]["metrics"], DriftGate.from_params(load_params(root).get("drift")))
+            keep = f"model {served_version} stays served" if served_version else "no model is served yet"
+            if not gate.train:
+                if gate.status == STATUS_INSUFFICIENT:
+                    message = f"{stockcode}: {gate.reason} — {keep}"
+                    logger.warning(message)
+                    return _outcome(stockcode, STATUS_INSUFFICIENT, message, **common, drift=verdict)
                 columns = ", ".join(verdict["drifted_columns"]) or "see the drift report"
-                keep = f"model {served_version} stays served" if served_version else "no model is served yet"
                 message = f"{stockcode}: data drift detected ({columns}) — no training, {keep}"
                 logger.warning(message)
                 return _outcome(stockcode, "drift", message, **common, drift=verdict)
+            if gate.status != "ok":
+                logger.warning(f"{stockcode}: {gate.reason}")
 
     drift = results[DRIFT]["verdict"]
     fairness = registry.fairness_verdict(results[RISK]["metrics"])
@@ -93,6 +102,12 @@ def run_stockcode(root: Path, stockcode: str, overrides: list[str]) -> dict[str,
         message = f"{stockcode}: candidate {version} rejected ({reasons}) — {keep}"
         logger.warning(message)
         return _outcome(stockcode, "rejected", message, **common, **detail, version=version)
+
+    if not gate.approvable:
+        keep = f"model {served_version} stays served" if served_version else "no model is served yet"
+        message = f"{stockcode}: candidate not approved: {gate.reason} — {keep}"
+        logger.warning(message)
+        return _outcome(stockcode, STATUS_INSUFFICIENT, message, **common, **detail)
 
     approved = approve_model(str(root), stockcode, metrics, verdicts, overrides)
     version = approved["record"]["model_version"]

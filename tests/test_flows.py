@@ -151,6 +151,16 @@ def test_drift_trains_nothing_and_the_served_model_stays(approved, tmp_path):
     assert "unit_price" in Artifact.get(artifact_key(SC, "summary")).data
 
 
+def test_drift_with_the_gate_on_warn_trains_and_approves(approved, tmp_path):
+    # On main the flow stopped on drift whatever drift.gate said, while `dvc repro` honoured warn.
+    root = copy_of(approved[0], tmp_path)
+    state, summary = run_flow(root, overrides={"drift.shift": 0.9, "drift.gate": "warn"})
+    outcome = only(summary)
+    assert state.is_completed(), state.message
+    assert outcome["status"] == "approved" and outcome["drift"]["drift_detected"] is True
+    assert stage_id("assess_model_risk", SC) in outcome["stages"]
+
+
 def test_unfair_model_is_rejected_and_nothing_new_is_approved(approved, tmp_path):
     root = copy_of(approved[0], tmp_path)
     served = registry.approved_model(SC, root)
