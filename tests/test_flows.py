@@ -221,3 +221,33 @@ def test_real_pipeline_approves_85123A(prefect_api, tmp_path):
     assert (remote_dir(root) / "files" / "md5" / served.model_md5[:2] / served.model_md5[2:]).exists()
     again, summary = run_flow(root, stockcodes=[SC], overrides=tiny)
     assert set(only(summary)["stages"].values()) == {"cached"}
+
+
+@pytest.mark.slow
+def test_real_risk_gate_rejects_and_the_record_says_why(prefect_api, tmp_path):
+    """The real risk stage, with a real param no real test split can meet: 10,000 lines per
+    group. The candidate is rejected, never served, and the record carries the reason."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    import json
+
+    from project_copy import make_project_copy
+
+    from pricing.layout import Layout
+
+    root = make_project_copy(tmp_path / "project", {"stockcodes": [SC]})
+    tiny = os.environ.get("PRICELINEAGE_TINY_BUDGET", "tune.n_trials=2,tune.num_epochs=3").split(",") + [
+        # The tiny budget's net loses to the naive baseline: take that check out, so the
+        # fairness gate alone decides.
+        "risk.require_beat_baseline=false", "risk.min_group_count=10000",
+    ]
+    state, summary = run_flow(root, stockcodes=[SC], overrides=tiny)
+    assert state.is_completed(), state.message
+    outcome = only(summary)
+    assert outcome["status"] == "rejected", outcome["message"]
+    risk = json.loads(Layout(root).risk_metrics(SC).read_text())
+    assert risk["verdict"] == "not_assessable" and risk["passed"] is False
+    assert risk["counts"]["min_group_count"] == 10000
+    record = registry.latest(root, SC)
+    assert record.decision == registry.REJECTED
+    assert any("fewer than min_group_count=10000" in reason for reason in record.reasons), record.reasons
+    assert registry.approved_model(SC, root) is None
