@@ -2,7 +2,10 @@
 
 Windows are whole weeks, Monday 00:00 to the next Monday 00:00, half-open ``[start, end)``.
 The current window of every comparison ends where the last complete week ends (or the last
-complete week on or before ``as_of``); its reference is the run of weeks just before it.
+complete week on or before ``as_of``). Its reference is either the run of weeks just before
+it (signal ``sudden_break``: data we should not trust yet) or the candidate's training
+window, the train split exactly as ``preprocess`` cuts it (signal ``stale_training_window``:
+does the data the candidate will serve on still look like what it learned from?).
 
 Each comparison runs Evidently's ``DataDriftPreset`` with every column's test and p-value
 threshold pinned, because at our weekly volumes Evidently's automatic choice misses a 30 %

@@ -1,5 +1,8 @@
 """dvc stage `data_drift_check@<stockcode>`: processed_df -> drift report (HTML) and verdict (JSON).
 
+The training-window comparison cuts the product's lines with the `split` params and
+pricing/split.py, the very cut `preprocess` makes.
+
 Always exits 0 once a verdict is recorded, drift or not: the verdict is data for the
 orchestrator and for preprocess's gate, not a failure. Only bad input (no processed data,
 an unknown stockcode, missing columns, malformed params) is an error, and then nothing is

@@ -491,7 +491,7 @@ def test_a_shift_older_than_the_weekly_reference_is_caught_against_the_training_
 
 
 def test_too_few_lines_to_split_leave_the_training_window_unjudged_with_the_reason(sales, config):
-    # Four lines a week over the last 30 weeks' worth of data would split; three lines cannot.
+    # Three lines cannot be cut into train, validation and test: no training window to compare with.
     result = run_check(sales.iloc[:3], config, data_end=DATA_END).result
     training = result["comparisons"]["training"]
     assert training["status"] == STATUS_INSUFFICIENT
