@@ -548,7 +548,15 @@ def _reasons(outcomes: Mapping[str, ComparisonOutcome]) -> list[str]:
                 for column, detail in result["columns"].items()
                 if detail["drifted"]
             )
-            reasons.append(f"{name} ({result['signal']}): drift in {drifted}")
+            reason = f"{name} ({result['signal']}): drift in {drifted}"
+            if result["reference_kind"] == REFERENCE_TRAINING:
+                window = f"{result['reference']['start'][:10]} to {result['reference']['end'][:10]}"
+                reason += (
+                    f"; the candidate would be stale (its training window {window} no longer looks like the "
+                    "serving weeks): train on a window ending nearer now (smaller split.val_max_rows / "
+                    "test_max_rows) or accept it with drift.gate: warn"
+                )
+            reasons.append(reason)
         elif outcome.status == STATUS_INSUFFICIENT:
             reasons.append(
                 f"{name} ({result['signal']}): not judged, {result['reason']} "

@@ -135,3 +135,28 @@ def test_drifted_data_trains_nothing_under_plain_repro(project):
     result = run(["dvc", "repro", f"preprocess@{STOCKCODE}"], project)
     assert stages_run(result.stdout) == [f"data_drift_check@{STOCKCODE}", f"preprocess@{STOCKCODE}"]
     assert f"warning: {STOCKCODE}: data drift detected" in result.stdout
+
+
+def test_too_little_data_trains_nothing_unless_params_say_so(project):
+    """On main an insufficient_data verdict counted as a pass and preprocess trained on it."""
+    layout = Layout(project)
+    update_params(project, {"drift": {"gate": "block", "comparisons": {
+        "weekly": {"threshold": 1.0e-4, "min_current_rows": 100_000}}}})
+    before = md5(layout.split_features(STOCKCODE, "train", True))
+    result = run(["dvc", "repro", f"preprocess@{STOCKCODE}"], project, check=False)
+    assert result.returncode != 0
+    verdict = json.loads(layout.drift_metrics(STOCKCODE).read_text())
+    assert verdict["status"] == "insufficient_data" and verdict["drift_detected"] is False
+    assert any("fewer than min_current_rows=100000" in reason for reason in verdict["reasons"])
+    assert f"DriftGateError: {STOCKCODE}: insufficient data to judge drift" in result.stdout + result.stderr
+    assert md5(layout.split_features(STOCKCODE, "train", True)) == before
+
+    # Allowed to train, not to be approved; then a human signs off, kept in dvc.lock.
+    update_params(project, {"drift": {"insufficient_data": "train"}})
+    run(["dvc", "repro", f"preprocess@{STOCKCODE}"], project)
+    assert json.loads(layout.data_metrics(STOCKCODE).read_text())["drift_gate"]["approvable"] is False
+    update_params(project, {"drift": {"insufficient_data_override": "A. Buyer: checked by hand"}})
+    run(["dvc", "repro", f"preprocess@{STOCKCODE}"], project)
+    gate = json.loads(layout.data_metrics(STOCKCODE).read_text())["drift_gate"]
+    assert gate["approvable"] is True and "A. Buyer: checked by hand" in gate["reason"]
+    assert "A. Buyer: checked by hand" in (project / "dvc.lock").read_text()

@@ -488,6 +488,7 @@ def test_a_shift_older_than_the_weekly_reference_is_caught_against_the_training_
     assert result["signals"] == {"sudden_break": STATUS_OK, "stale_training_window": STATUS_DRIFT}
     assert result["status"] == STATUS_DRIFT and result["drift_detected"] is True
     assert result["reasons"][0].startswith("training (stale_training_window): drift in unit_price")
+    assert "the candidate would be stale (its training window 2011-01-03 to" in result["reasons"][0]
 
 
 def test_too_few_lines_to_split_leave_the_training_window_unjudged_with_the_reason(sales, config):
