@@ -26,7 +26,7 @@ from prefect.states import Completed, Failed, State
 
 from flows import artifacts
 from pricing import registry
-from pricing.drift_gate import STATUS_INSUFFICIENT, DriftGate, decide
+from pricing.drift_gate import STATUS_INSUFFICIENT, STATUS_OK, DriftGate, decide
 from pricing.errors import DataValidationError
 from pricing.layout import load_params
 from tasks import dvcrepo
@@ -82,7 +82,7 @@ def run_stockcode(root: Path, stockcode: str, overrides: list[str]) -> dict[str,
                 message = f"{stockcode}: data drift detected ({columns}) — no training, {keep}"
                 logger.warning(message)
                 return _outcome(stockcode, "drift", message, **common, drift=verdict)
-            if gate.status != "ok":
+            if gate.status != STATUS_OK:
                 logger.warning(f"{stockcode}: {gate.reason}")
 
     drift = results[DRIFT]["verdict"]
@@ -104,7 +104,6 @@ def run_stockcode(root: Path, stockcode: str, overrides: list[str]) -> dict[str,
         return _outcome(stockcode, "rejected", message, **common, **detail, version=version)
 
     if not gate.approvable:
-        keep = f"model {served_version} stays served" if served_version else "no model is served yet"
         message = f"{stockcode}: candidate not approved: {gate.reason} — {keep}"
         logger.warning(message)
         return _outcome(stockcode, STATUS_INSUFFICIENT, message, **common, **detail)
