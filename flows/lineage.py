@@ -31,6 +31,7 @@ from prefect.states import Completed, Failed, State
 from flows import artifacts
 from pricing import registry
 from pricing.catalogue import normalise_stockcode, product_line_counts
+from pricing.drift_gate import STATUS_INSUFFICIENT, STATUS_OK, DriftGate, decide
 from pricing.errors import DataValidationError
 from pricing.layout import Layout, load_params, orchestration_params, registry_location, workspaces_dir
 from tasks import dvcrepo, workspace
@@ -80,17 +81,22 @@ def _stages_in(ws: workspace.Workspace, store: registry.RegistryStore, overrides
     stages[stage_id(ETL)] = _stage_label(state)
     if not state.is_completed():
         return failed(f"{stockcode}: {_failure(state)}")
+    def insufficient(reason: str, addresses: list[str], metrics: dict[str, Any], drift: Any = None,
+                     **extra: Any) -> dict[str, Any]:
+        """Too little data to train or approve: an outcome of its own, recorded with its numbers."""
+        record_decision(str(root), stockcode, registry.INSUFFICIENT_DATA, addresses, ws.git, metrics,
+                        {"drift": drift} if drift else {}, [reason], overrides, str(store.location))
+        message = f"{stockcode}: insufficient data ({reason}) — nothing approved, {_keep(served_version)}"
+        logger.warning(message)
+        return _outcome(stockcode, registry.INSUFFICIENT_DATA, message, **common, drift=drift, **extra)
+
     lines = product_line_counts(Layout(root).processed_df).get(stockcode, 0)
     minimum = int(orchestration_params(root).get("min_product_lines", DEFAULT_MIN_LINES))
     if lines == 0:
         return failed(f"{stockcode}: the data has no line of this stockcode after the ETL")
     if lines < minimum:
         reason = f"{lines} lines after the ETL, fewer than orchestration.min_product_lines = {minimum}"
-        record_decision(str(root), stockcode, registry.INSUFFICIENT_DATA, [stage_id(ETL)], ws.git,
-                        {"lines": lines, "min_product_lines": minimum}, {}, [reason], overrides, str(store.location))
-        message = f"{stockcode}: insufficient data ({reason}) — nothing trained, {_keep(served_version)}"
-        logger.warning(message)
-        return _outcome(stockcode, registry.INSUFFICIENT_DATA, message, **common, lines=lines)
+        return insufficient(reason, [stage_id(ETL)], {"lines": lines, "min_product_lines": minimum}, lines=lines)
 
     for name in (DRIFT, *TRAINING):
         state = run_stage(name, root, stockcode)
@@ -101,11 +107,18 @@ def _stages_in(ws: workspace.Workspace, store: registry.RegistryStore, overrides
         if name == DRIFT:
             verdict = registry.drift_verdict(results[DRIFT]["metrics"])
             results[DRIFT]["verdict"] = verdict
-            if verdict["drift_detected"]:
+            # The decision preprocess's gate takes too (drift.gate, drift.insufficient_data).
+            gate = decide(results[DRIFT]["metrics"], DriftGate.from_params(load_params(root).get("drift")))
+            if not gate.train:
+                if gate.status == STATUS_INSUFFICIENT:
+                    return insufficient(gate.reason, [stage_id(ETL), stage_id(DRIFT, stockcode)],
+                                        {"drift": results[DRIFT]["metrics"]}, verdict)
                 columns = ", ".join(verdict["drifted_columns"]) or "see the drift report"
                 message = f"{stockcode}: data drift detected ({columns}) — no training, {_keep(served_version)}"
                 logger.warning(message)
                 return _outcome(stockcode, "drift", message, **common, drift=verdict)
+            if gate.status != STATUS_OK:
+                logger.warning("%s: %s", stockcode, gate.reason)
 
     lock = dvcrepo.read_lock(root)
     model_path = Layout(Path(".")).model_checkpoint(stockcode).as_posix()
@@ -127,6 +140,10 @@ def _stages_in(ws: workspace.Workspace, store: registry.RegistryStore, overrides
         message = f"{stockcode}: candidate {version} rejected ({reasons}) — {_keep(served_version)}"
         logger.warning(message)
         return _outcome(stockcode, "rejected", message, **common, **detail, version=version)
+
+    if not gate.approvable:
+        return insufficient(f"candidate not approved: {gate.reason}", lineage_stages(stockcode), metrics, drift,
+                            version=registry.output_md5(lock, model_path))
 
     approved = approve_model(str(root), stockcode, metrics, verdicts, overrides, str(store.location), ws.git)
     version = approved["record"]["model_version"]

@@ -2,7 +2,10 @@
 
 Windows are whole weeks, Monday 00:00 to the next Monday 00:00, half-open ``[start, end)``.
 The current window of every comparison ends where the last complete week ends (or the last
-complete week on or before ``as_of``); its reference is the run of weeks just before it.
+complete week on or before ``as_of``). Its reference is either the run of weeks just before
+it (signal ``sudden_break``: data we should not trust yet) or the candidate's training
+window, the train split exactly as ``preprocess`` cuts it (signal ``stale_training_window``:
+does the data the candidate will serve on still look like what it learned from?).
 
 Each comparison runs Evidently's ``DataDriftPreset`` with every column's test and p-value
 threshold pinned, because at our weekly volumes Evidently's automatic choice misses a 30 %
@@ -16,23 +19,28 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime, timezone
+from datetime import date, datetime
 from typing import Any
 
 import pandas as pd
+import polars as pl
 from evidently import DataDefinition, Dataset, Report
 from evidently.core.metric_types import render_widgets
 from evidently.legacy.renderers.html_widgets import group_widget, text_widget
 from evidently.presets import DataDriftPreset
 from scipy import stats
 
+from pricing.drift_gate import STATUS_DRIFT, STATUS_INSUFFICIENT, STATUS_OK, DriftGate
 from pricing.errors import DataValidationError
+from pricing.split import INVOICE_COLUMN, SplitConfig, split_product_lines
 
-STATUS_OK = "ok"
-STATUS_DRIFT = "drift"
-STATUS_INSUFFICIENT = "insufficient_data"
-GATE_MODES = ("block", "warn")
 DATE_COLUMN = "invoice_date"
+# What a comparison's reference is: the weeks just before its current window, or the lines the
+# candidate model trains on (the train split as ``preprocess`` cuts it).
+REFERENCE_PRECEDING = "preceding_weeks"
+REFERENCE_TRAINING = "training_window"
+# The question each kind of comparison answers (the verdict's ``signals``).
+SIGNAL_OF_REFERENCE = {REFERENCE_PRECEDING: "sudden_break", REFERENCE_TRAINING: "stale_training_window"}
 
 # Evidently stat tests that return a p-value (thresholds and the JSON read one), by the column
 # kind they need; the kind decides how Evidently reads the column, so an unknown test is
@@ -49,17 +57,23 @@ _WEEK = pd.Timedelta(days=7)
 # -- configuration -----------------------------------------------------------------------
 @dataclass(frozen=True)
 class WindowComparison:
-    """``current_weeks`` of data judged against the ``reference_weeks`` just before them,
-    on ``columns``; a column drifts when its p-value falls below ``threshold``."""
+    """``current_weeks`` of data judged against the ``reference_weeks`` just before them (or,
+    with ``reference`` = ``training_window``, against the candidate's training lines), on
+    ``columns``; a column drifts when its p-value falls below ``threshold``."""
 
     name: str
     current_weeks: int
-    reference_weeks: int
+    reference_weeks: int | None
     columns: tuple[str, ...]
     threshold: float
     drift_share: float
     min_current_rows: int
     min_reference_rows: int
+    reference: str = REFERENCE_PRECEDING
+
+    @property
+    def signal(self) -> str:
+        return SIGNAL_OF_REFERENCE[self.reference]
 
 
 @dataclass(frozen=True)
@@ -70,6 +84,11 @@ class DriftConfig:
     comparisons: tuple[WindowComparison, ...]
     gate: str = "block"
     as_of: date | None = None
+    policy: DriftGate = field(default_factory=DriftGate)
+
+    @property
+    def uses_training_window(self) -> bool:
+        return any(c.reference == REFERENCE_TRAINING for c in self.comparisons)
 
     @property
     def columns(self) -> list[str]:
@@ -83,9 +102,7 @@ class DriftConfig:
         if not isinstance(section, Mapping):
             raise DataValidationError("params.yaml: the 'drift' section is missing or not a mapping")
         try:
-            gate = section.get("gate", "block")
-            if gate not in GATE_MODES:
-                raise DataValidationError(f"drift.gate must be one of {GATE_MODES}, got {gate!r}")
+            policy = DriftGate.from_params(section)
             tests = {str(column): test for column, test in dict(section["tests"]).items()}
             unknown = {c: t for c, t in tests.items() if t not in NUMERICAL_TESTS + CATEGORICAL_TESTS}
             if unknown:
@@ -101,7 +118,8 @@ class DriftConfig:
             return cls(
                 tests=tests,
                 comparisons=comparisons,
-                gate=gate,
+                gate=policy.gate,
+                policy=policy,
                 as_of=_as_date(section.get("as_of")),
             )
         except KeyError as error:
@@ -120,6 +138,15 @@ def _comparison_from_params(name: str, spec: Mapping[str, Any], tests: Mapping[s
         raise DataValidationError(f"{key}.threshold must be a p-value in (0, 1), got {threshold}")
     if not 0 < drift_share <= 1:
         raise DataValidationError(f"{key}.drift_share must be in (0, 1], got {drift_share}")
+    reference = spec.get("reference", REFERENCE_PRECEDING)
+    if reference not in SIGNAL_OF_REFERENCE:
+        raise DataValidationError(f"{key}.reference must be one of {tuple(SIGNAL_OF_REFERENCE)}, got {reference!r}")
+    if reference == REFERENCE_PRECEDING:
+        reference_weeks = _positive_int(spec["reference_weeks"], f"{key}.reference_weeks")
+    elif spec.get("reference_weeks") is not None:
+        raise DataValidationError(f"{key}: reference_weeks has no meaning against the training window; drop it")
+    else:
+        reference_weeks = None
     columns = tuple(str(column) for column in spec["columns"])
     if not columns:
         raise DataValidationError(f"{key}.columns is empty: name at least one column to test")
@@ -129,7 +156,8 @@ def _comparison_from_params(name: str, spec: Mapping[str, Any], tests: Mapping[s
     return WindowComparison(
         name=name,
         current_weeks=_positive_int(spec["current_weeks"], f"{key}.current_weeks"),
-        reference_weeks=_positive_int(spec["reference_weeks"], f"{key}.reference_weeks"),
+        reference_weeks=reference_weeks,
+        reference=reference,
         columns=columns,
         threshold=threshold,
         drift_share=drift_share,
@@ -181,12 +209,43 @@ class WindowBounds:
 
 
 def window_bounds(current_end: pd.Timestamp, comparison: WindowComparison) -> WindowBounds:
+    """The weeks of a comparison; against the training window, ``reference_start`` is the
+    current window's start too (the reference rows come from the split, not from weeks)."""
     current_start = current_end - comparison.current_weeks * _WEEK
+    weeks = comparison.reference_weeks or 0
     return WindowBounds(
-        reference_start=current_start - comparison.reference_weeks * _WEEK,
+        reference_start=current_start - weeks * _WEEK,
         current_start=current_start,
         current_end=current_end,
     )
+
+
+@dataclass(frozen=True)
+class TrainingWindow:
+    """The lines the candidate trains on (``rows``), or why they cannot be known (``reason``)."""
+
+    rows: pd.DataFrame | None
+    reason: str | None = None
+
+
+def training_window(rows: pd.DataFrame, split: SplitConfig, horizon: pd.Timestamp) -> TrainingWindow:
+    """The train split of the product's lines known before ``horizon``, cut by the very function
+    ``preprocess`` uses; with ``horizon`` past the data's end, exactly what preprocess trains on."""
+    if INVOICE_COLUMN not in rows.columns:
+        raise DataValidationError(f"the training-window comparison needs the {INVOICE_COLUMN} column")
+    known = rows.loc[rows[DATE_COLUMN] < horizon]
+    lines = pl.DataFrame(
+        {
+            "_row": known.index.to_numpy(),
+            DATE_COLUMN: known[DATE_COLUMN].to_numpy(),
+            INVOICE_COLUMN: known[INVOICE_COLUMN].astype(str).to_numpy(),
+        }
+    )
+    try:
+        train = split_product_lines(lines, split)["train"]
+    except DataValidationError as error:
+        return TrainingWindow(None, f"no training window: {error}")
+    return TrainingWindow(rows.loc[train.get_column("_row").to_list()])
 
 
 def rows_between(rows: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
@@ -213,12 +272,28 @@ def compare_windows(
     config: DriftConfig,
     current_end: pd.Timestamp,
     data_start: pd.Timestamp,
+    training: TrainingWindow | None = None,
 ) -> ComparisonOutcome:
     """Judge one window pair of one product's ``rows`` with Evidently."""
     bounds = window_bounds(current_end, comparison)
-    reference = rows_between(rows, bounds.reference_start, bounds.current_start)
     current = rows_between(rows, bounds.current_start, bounds.current_end)
+    unknown_reference = None
+    if comparison.reference == REFERENCE_TRAINING:
+        if training is None:
+            raise ValueError(f"comparison {comparison.name!r} is against the training window: give it")
+        unknown_reference = training.reason
+        # Lines the candidate trained on that fall in the serving window would compare with themselves.
+        trained = training.rows if training.rows is not None else rows.iloc[0:0]
+        reference = trained.loc[trained[DATE_COLUMN] < bounds.current_start]
+        reference_summary = _window_summary(
+            _first_or(reference, bounds.current_start), _last_or(reference, bounds.current_start), len(reference)
+        )
+    else:
+        reference = rows_between(rows, bounds.reference_start, bounds.current_start)
+        reference_summary = _window_summary(bounds.reference_start, bounds.current_start, len(reference))
     result: dict[str, Any] = {
+        "signal": comparison.signal,
+        "reference_kind": comparison.reference,
         "status": STATUS_INSUFFICIENT,
         "drift_detected": False,
         "reason": None,
@@ -226,11 +301,11 @@ def compare_windows(
         "drift_share": comparison.drift_share,
         "n_drifted_columns": 0,
         "share_drifted_columns": 0.0,
-        "reference": _window_summary(bounds.reference_start, bounds.current_start, len(reference)),
+        "reference": reference_summary,
         "current": _window_summary(bounds.current_start, bounds.current_end, len(current)),
         "columns": {},
     }
-    reason = _insufficiency(bounds, data_start, len(reference), len(current), comparison)
+    reason = unknown_reference or _insufficiency(bounds, data_start, len(reference), len(current), comparison)
     if reason is not None:
         result["reason"] = reason
         return ComparisonOutcome(result)
@@ -259,6 +334,14 @@ def compare_windows(
 
 def _window_summary(start: pd.Timestamp, end: pd.Timestamp, n_rows: int) -> dict[str, Any]:
     return {"start": start.isoformat(), "end": end.isoformat(), "rows": n_rows}
+
+
+def _first_or(frame: pd.DataFrame, default: pd.Timestamp) -> pd.Timestamp:
+    return pd.Timestamp(frame[DATE_COLUMN].min()) if len(frame) else default
+
+
+def _last_or(frame: pd.DataFrame, default: pd.Timestamp) -> pd.Timestamp:
+    return pd.Timestamp(frame[DATE_COLUMN].max()) if len(frame) else default
 
 
 def _insufficiency(
@@ -366,13 +449,18 @@ def check_drift(
     config: DriftConfig,
     data_start: pd.Timestamp | None = None,
     data_end: pd.Timestamp | None = None,
-    now: datetime | None = None,
+    split: SplitConfig | None = None,
 ) -> DriftCheck:
     """Run every configured comparison on one product's ``rows``.
 
     ``data_start``/``data_end`` are the first and last moments of the whole data set (the
     product's own first and last sale if not given): a quiet product's last sale says
-    nothing about whether the week after it is over.
+    nothing about whether the week after it is over. ``split`` (the ``split`` params) cuts
+    the training window of the training-window comparison, as ``preprocess`` will; the lines
+    it sees are those known by the end of ``as_of``'s day (all of them when ``as_of`` is null).
+
+    The verdict holds no wall-clock time: it is a dependency of ``preprocess``, so the same
+    data and params must give the same bytes.
     """
     _validate_rows(rows, stockcode, config)
     if data_end is None or data_start is None:
@@ -382,9 +470,17 @@ def check_drift(
         data_end = rows[DATE_COLUMN].max() if data_end is None else data_end
     data_start, data_end = pd.Timestamp(data_start), pd.Timestamp(data_end)
     current_end = current_window_end(data_end, config.as_of)
+    training = None
+    if config.uses_training_window:
+        if split is None:
+            raise ValueError("the drift config compares against the training window: give the split config")
+        horizon = data_end + pd.Timedelta(microseconds=1)
+        if config.as_of is not None:
+            horizon = min(horizon, pd.Timestamp(config.as_of) + pd.Timedelta(days=1))
+        training = training_window(rows, split, horizon)
 
     outcomes = {
-        comparison.name: compare_windows(rows, comparison, config, current_end, data_start)
+        comparison.name: compare_windows(rows, comparison, config, current_end, data_start, training)
         for comparison in config.comparisons
     }
     statuses = [outcome.status for outcome in outcomes.values()]
@@ -406,6 +502,8 @@ def check_drift(
         "stockcode": stockcode,
         "status": status,
         "drift_detected": status == STATUS_DRIFT,
+        "reasons": _reasons(outcomes),
+        "signals": _signals(config, outcomes),
         "gate": config.gate,
         "n_drifted_columns": n_drifted,
         "share_drifted_columns": n_drifted / len(config.columns),
@@ -423,14 +521,52 @@ def check_drift(
             for column in config.columns
         },
         "comparisons": {name: outcome.result for name, outcome in outcomes.items()},
-        "timestamp": (now or datetime.now(timezone.utc)).isoformat(),
     }
     snapshots = {name: o.snapshot for name, o in outcomes.items() if o.snapshot is not None}
     return DriftCheck(result, snapshots)
 
 
+def _signals(config: DriftConfig, outcomes: Mapping[str, ComparisonOutcome]) -> dict[str, str]:
+    """Per question (sudden break, stale training window), the worst status of its comparisons."""
+    worst = {STATUS_OK: 0, STATUS_INSUFFICIENT: 1, STATUS_DRIFT: 2}
+    signals: dict[str, str] = {}
+    for comparison in config.comparisons:
+        status = outcomes[comparison.name].status
+        previous = signals.get(comparison.signal, STATUS_OK)
+        signals[comparison.signal] = max(previous, status, key=worst.__getitem__)
+    return signals
+
+
+def _reasons(outcomes: Mapping[str, ComparisonOutcome]) -> list[str]:
+    """One line per comparison that did not come out ``ok``: what drifted, or why it was not judged."""
+    reasons = []
+    for name, outcome in outcomes.items():
+        result = outcome.result
+        if outcome.status == STATUS_DRIFT:
+            drifted = ", ".join(
+                f"{column} (p={detail['p_value']:.2g})" if detail["p_value"] is not None else column
+                for column, detail in result["columns"].items()
+                if detail["drifted"]
+            )
+            reason = f"{name} ({result['signal']}): drift in {drifted}"
+            if result["reference_kind"] == REFERENCE_TRAINING:
+                window = f"{result['reference']['start'][:10]} to {result['reference']['end'][:10]}"
+                reason += (
+                    f"; the candidate would be stale (its training window {window} no longer looks like the "
+                    "serving weeks): train on a window ending nearer now (smaller split.val_max_rows / "
+                    "test_max_rows) or accept it with drift.gate: warn"
+                )
+            reasons.append(reason)
+        elif outcome.status == STATUS_INSUFFICIENT:
+            reasons.append(
+                f"{name} ({result['signal']}): not judged, {result['reason']} "
+                f"(reference {result['reference']['rows']} rows, current {result['current']['rows']} rows)"
+            )
+    return reasons
+
+
 def _validate_rows(rows: pd.DataFrame, stockcode: str, config: DriftConfig) -> None:
-    required = [DATE_COLUMN, *config.columns]
+    required = [DATE_COLUMN, *config.columns, *([INVOICE_COLUMN] if config.uses_training_window else [])]
     missing = [column for column in required if column not in rows.columns]
     if missing:
         raise DataValidationError(f"drift check of {stockcode}: missing column(s) {', '.join(missing)}")
@@ -474,7 +610,7 @@ def render_report_html(check: DriftCheck) -> str:
 def _verdict_markdown(result: Mapping[str, Any]) -> str:
     lines = [
         f"**{result['status']}** (drift detected: {result['drift_detected']}; gate: {result['gate']}); "
-        f"current windows end {result['current_end'][:10]}; checked {result['timestamp']}.",
+        f"current windows end {result['current_end'][:10]}.",
         "",
         "| comparison | status | drifted columns | reason |",
         "|---|---|---|---|",

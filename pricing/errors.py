@@ -11,3 +11,8 @@ class DataValidationError(ValueError):
 
 class DriftGateError(RuntimeError):
     """Training was asked for on a product whose data drifted, with the gate blocking."""
+
+
+class InsufficientDataError(DriftGateError):
+    """Training was asked for on a product whose drift could not be judged (too little data),
+    and params allow it neither to train nor give a human override. A gate refusal, like drift."""

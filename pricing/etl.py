@@ -12,6 +12,8 @@ import polars as pl
 
 from pricing.errors import DataValidationError
 from pricing.features import add_features
+from pricing.raw_data import require_finite
+from pricing.stockcodes import normalise_stockcode, normalise_stockcodes
 
 UNKNOWN_DESCRIPTION = "UNKNOWN"
 
@@ -60,11 +62,6 @@ def profile_raw(raw: pl.DataFrame, exact_duplicate_lines: int | None = None) -> 
     }
 
 
-def normalise_stockcodes(codes: pl.Expr) -> pl.Expr:
-    """Stock codes compare case- and space-insensitively (`85123a` is `85123A`)."""
-    return codes.str.strip_chars().str.to_uppercase()
-
-
 def clean(raw: pl.DataFrame, rules: CleaningRules) -> tuple[pl.DataFrame, CleaningReport]:
     """Drop the lines that are not sales of a product at a real price; impute descriptions."""
     report = CleaningReport(lines_in=raw.height)
@@ -86,8 +83,8 @@ def clean(raw: pl.DataFrame, rules: CleaningRules) -> tuple[pl.DataFrame, Cleani
     normalised = normalise_stockcodes(pl.col("stockcode"))
     report.stockcodes_normalised = int(frame.select((normalised != pl.col("stockcode")).sum()).item())
     frame = frame.with_columns(normalised.alias("stockcode"))
-    codes = [code.upper() for code in rules.non_product_codes]
-    prefixes = [prefix.upper() for prefix in rules.non_product_prefixes]
+    codes = [normalise_stockcode(code) for code in rules.non_product_codes]
+    prefixes = [normalise_stockcode(prefix) for prefix in rules.non_product_prefixes]
     is_non_product = pl.col("stockcode").is_in(codes)
     for prefix in prefixes:
         is_non_product = is_non_product | pl.col("stockcode").str.starts_with(prefix)
@@ -125,6 +122,7 @@ def run_etl(
     raw: pl.DataFrame, rules: CleaningRules, recent_window_days: int, days_since_cap: float
 ) -> tuple[pl.DataFrame, dict]:
     """Clean ``raw`` and engineer the leak-free features; return the frame and its metrics."""
+    require_finite(raw)
     cleaned, report = clean(raw, rules)
     processed = add_features(cleaned, recent_window_days=recent_window_days, days_since_cap=days_since_cap)
     metrics = {

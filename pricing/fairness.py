@@ -14,9 +14,15 @@ registered customers buy larger lots):
   from the real one: ``|mean_outcome_difference − actual_outcome_difference|`` ≤ threshold.
 - ``mae_diff``: MAE on the log scale, gated as ``|mae_diff|`` ≤ threshold.
 
-A group with no rows, or fewer than ``min_group_count``, fails the assessment with a reason
-(never a silent zero). Optionally the model must beat the better naive baseline on test
-RMSLE.
+Each gap comes with a seeded, stratified bootstrap interval (rows resampled within each
+group, so both keep their size). A gap's check **fails** when its interval lies wholly
+beyond ``±threshold``, **passes** when it lies wholly inside, and is **not assessable**
+when it straddles a threshold: the test set cannot tell. A group with no rows, or fewer
+than ``min_group_count``, makes fairness not assessable (never a silent zero, never a
+pass). Optionally the model must beat the better naive baseline on test RMSLE.
+
+The verdict: ``failed`` when any check failed, else ``not_assessable`` when any could not
+be assessed, else ``passed``; ``passed`` (bool) is ``verdict == "passed"``.
 """
 from __future__ import annotations
 
@@ -32,6 +38,9 @@ from pricing.errors import DataValidationError
 
 SCALE = "log1p(quantity)"
 PRIVILEGED, UNPRIVILEGED = "privileged", "unprivileged"
+PASSED, FAILED, NOT_ASSESSABLE = "passed", "failed", "not_assessable"
+STATUS_INSUFFICIENT = "insufficient_data"
+VERDICTS = (PASSED, FAILED, NOT_ASSESSABLE)
 
 
 def _mse_log(y, p):
@@ -111,6 +120,57 @@ def group_metrics(y_true, y_pred, groups) -> dict[str, dict[str, Any]]:
     }
 
 
+def bootstrap_gaps(
+    residual_privileged: np.ndarray,
+    residual_unprivileged: np.ndarray,
+    *,
+    n_resamples: int,
+    confidence: float,
+    seed: int,
+) -> dict[str, dict[str, float]]:
+    """Percentile intervals of the two gaps (unprivileged − privileged) and of each group's means.
+
+    ``residual_*``: log1p(prediction) − log1p(actual) per row. The excess gap is the gap in
+    mean residual (predicted gap − actual gap); the MAE gap the gap in mean |residual|.
+    """
+    rng = np.random.default_rng(seed)
+    draws = {}
+    for name, residual in ((PRIVILEGED, residual_privileged), (UNPRIVILEGED, residual_unprivileged)):
+        rows = rng.integers(0, len(residual), size=(n_resamples, len(residual)))
+        resampled = residual[rows]
+        draws[name] = {"mean_residual": resampled.mean(axis=1), "mae_log": np.abs(resampled).mean(axis=1)}
+    tail = (1.0 - confidence) / 2.0
+
+    def interval(values: np.ndarray) -> dict[str, float]:
+        low, high = np.quantile(values, [tail, 1.0 - tail])
+        return {"low": float(low), "high": float(high), "std_error": float(values.std(ddof=1))}
+
+    return {
+        "excess_over_actual": interval(draws[UNPRIVILEGED]["mean_residual"] - draws[PRIVILEGED]["mean_residual"]),
+        "mae_diff": interval(draws[UNPRIVILEGED]["mae_log"] - draws[PRIVILEGED]["mae_log"]),
+        **{
+            f"{group}_{metric}": interval(values)
+            for group, metrics in draws.items()
+            for metric, values in metrics.items()
+        },
+    }
+
+
+def interval_verdict(low: float, high: float, threshold: float) -> str:
+    """``passed`` inside ``[-threshold, threshold]``, ``failed`` wholly beyond it, else ``not_assessable``."""
+    if -threshold <= low and high <= threshold:
+        return PASSED
+    if low > threshold or high < -threshold:
+        return FAILED
+    return NOT_ASSESSABLE
+
+
+def _worst(verdicts: tuple[str, ...]) -> str:
+    if FAILED in verdicts:
+        return FAILED
+    return NOT_ASSESSABLE if NOT_ASSESSABLE in verdicts else PASSED
+
+
 def assess(
     y_true,
     y_pred,
@@ -124,8 +184,11 @@ def assess(
     model_rmsle: float | None = None,
     baseline_rmsle: Mapping[str, float] | None = None,
     require_beat_baseline: bool = True,
+    bootstrap_resamples: int = 2000,
+    confidence_level: float = 0.95,
+    seed: int = 0,
 ) -> dict[str, Any]:
-    """The risk verdict: ``passed``, ``reasons`` (why it failed; empty when it passed) and numbers."""
+    """The risk verdict: ``verdict``, ``passed``, ``reasons`` (why it did not pass) and numbers."""
     y_true = np.asarray(y_true, dtype=np.float64).reshape(-1)
     y_pred = np.asarray(y_pred, dtype=np.float64).reshape(-1)
     sensitive = pd.Series(sensitive).reset_index(drop=True)
@@ -135,6 +198,10 @@ def assess(
         )
     if sensitive.isna().any():
         raise DataValidationError(f"sensitive attribute {attribute!r} has missing values")
+    if not (isinstance(bootstrap_resamples, int) and bootstrap_resamples >= 100):
+        raise DataValidationError(f"risk.bootstrap_resamples must be an integer >= 100, got {bootstrap_resamples!r}")
+    if not 0.5 < float(confidence_level) < 1:
+        raise DataValidationError(f"risk.confidence_level must be in (0.5, 1), got {confidence_level!r}")
     privileged_mask = (sensitive == privileged_group).to_numpy()
     labels = np.where(privileged_mask, PRIVILEGED, UNPRIVILEGED)
     by_group = group_metrics(y_true, y_pred, labels)
@@ -157,7 +224,7 @@ def assess(
         elif count < int(min_group_count):
             reasons.append(
                 f"group '{name}' ({descriptions[name]}) has {count} rows, fewer than "
-                f"min_group_count={int(min_group_count)}: its metrics are too noisy to judge"
+                f"min_group_count={int(min_group_count)}: too few to tell whether the model is fair"
             )
             usable = False
         groups[name] = {"definition": descriptions[name], **metrics}
@@ -171,42 +238,75 @@ def assess(
     excess = None if mod is None or actual is None else mod - actual
     mae_diff = gap("mae_log")
     mae_diff_units = gap("mae")
+    mod_threshold, mae_threshold = float(mean_outcome_difference_threshold), float(mae_diff_threshold)
 
+    intervals: dict[str, dict[str, float]] = {}
+    if usable:
+        residual = np.log1p(np.clip(y_pred, 0.0, None)) - np.log1p(y_true)
+        intervals = bootstrap_gaps(
+            residual[privileged_mask], residual[~privileged_mask],
+            n_resamples=bootstrap_resamples, confidence=float(confidence_level), seed=int(seed),
+        )
+        for name in (PRIVILEGED, UNPRIVILEGED):
+            groups[name]["intervals"] = {
+                metric: intervals[f"{name}_{metric}"] for metric in ("mean_residual", "mae_log")
+            }
+
+    def check_verdict(key: str, threshold: float) -> str:
+        if not usable:
+            return NOT_ASSESSABLE
+        return interval_verdict(intervals[key]["low"], intervals[key]["high"], threshold)
+
+    excess_verdict = check_verdict("excess_over_actual", mod_threshold)
+    mae_verdict = check_verdict("mae_diff", mae_threshold)
+    level = f"{float(confidence_level):.0%}"
     checks: dict[str, Any] = {
         "mean_outcome_difference": {
+            "verdict": excess_verdict,
             "value": _clean(mod),
             "actual_outcome_difference": _clean(actual),
             "excess_over_actual": _clean(excess),
+            "interval": intervals.get("excess_over_actual"),
             "gated_value": None if excess is None else _clean(abs(excess)),
-            "threshold": float(mean_outcome_difference_threshold),
+            "threshold": mod_threshold,
             "scale": SCALE,
-            "definition": "mean predicted log1p(quantity), unprivileged − privileged; gate: "
-                          "|value − actual_outcome_difference| <= threshold",
+            "definition": "mean predicted log1p(quantity), unprivileged − privileged; gate on the "
+                          f"{level} bootstrap interval of value − actual_outcome_difference against ±threshold",
         },
         "mae_diff": {
+            "verdict": mae_verdict,
             "value": _clean(mae_diff),
+            "interval": intervals.get("mae_diff"),
             "gated_value": None if mae_diff is None else _clean(abs(mae_diff)),
-            "threshold": float(mae_diff_threshold),
+            "threshold": mae_threshold,
             "scale": SCALE,
             "quantity_scale_value": _clean(mae_diff_units),
-            "definition": "MAE of log1p(quantity), unprivileged − privileged; gate: |value| <= threshold",
+            "definition": f"MAE of log1p(quantity), unprivileged − privileged; gate on its {level} bootstrap "
+                          "interval against ±threshold",
         },
     }
     if usable:
-        if abs(excess) > float(mean_outcome_difference_threshold):
-            reasons.append(
-                f"mean_outcome_difference departs from the actual gap by {excess:+.3f} on the "
-                f"{SCALE} scale (predicted gap {mod:+.3f}, actual {actual:+.3f}); "
-                f"threshold {float(mean_outcome_difference_threshold)}"
-            )
-        if abs(mae_diff) > float(mae_diff_threshold):
-            reasons.append(
-                f"|mae_diff| = {abs(mae_diff):.3f} on the {SCALE} scale exceeds the threshold "
-                f"{float(mae_diff_threshold)} (unprivileged MAE {groups[UNPRIVILEGED]['mae_log']:.3f}, "
-                f"privileged {groups[PRIVILEGED]['mae_log']:.3f})"
-            )
+        explained = {
+            "mean_outcome_difference": (
+                excess_verdict, mod_threshold, intervals["excess_over_actual"],
+                f"the predicted gap departs from the actual gap by {excess:+.3f} on the {SCALE} scale",
+                f"predicted gap {mod:+.3f}, actual {actual:+.3f}",
+            ),
+            "mae_diff": (
+                mae_verdict, mae_threshold, intervals["mae_diff"],
+                f"mae_diff = {mae_diff:+.3f} on the {SCALE} scale",
+                f"unprivileged MAE {groups[UNPRIVILEGED]['mae_log']:.3f}, privileged {groups[PRIVILEGED]['mae_log']:.3f}",
+            ),
+        }
+        for name, (check, threshold, band, what, detail) in explained.items():
+            stated = f"{what} ({level} interval [{band['low']:+.3f}, {band['high']:+.3f}]; {detail})"
+            if check == FAILED:
+                reasons.append(f"{name}: {stated}, wholly beyond ±{threshold}")
+            elif check == NOT_ASSESSABLE:
+                reasons.append(f"{name} not assessable: {stated} straddles ±{threshold}")
 
     baseline_check: dict[str, Any] = {"required": bool(require_beat_baseline)}
+    baseline_failed = False
     if baseline_rmsle:
         best_name = min(baseline_rmsle, key=lambda n: baseline_rmsle[n])
         best_value = float(baseline_rmsle[best_name])
@@ -216,21 +316,33 @@ def assess(
             best_baseline_rmsle=best_value, beats_best_baseline=bool(beats),
         )
         if require_beat_baseline and not beats:
+            baseline_failed = True
             reasons.append(
                 f"the network's test RMSLE {model_rmsle} does not beat the naive baseline "
                 f"'{best_name}' ({best_value:.4f}); set risk.require_beat_baseline: false to relax"
             )
     elif require_beat_baseline:
+        baseline_failed = True
         reasons.append("no baseline scores were given, so beating the naive baseline cannot be checked")
 
+    fairness_verdict = _worst((excess_verdict, mae_verdict))
+    verdict = FAILED if baseline_failed else fairness_verdict
     return {
-        "passed": not reasons,
+        "verdict": verdict,
+        # The lineage-wide word for "too little data to tell" (the drift verdict uses it too).
+        "status": STATUS_INSUFFICIENT if verdict == NOT_ASSESSABLE else verdict,
+        "passed": verdict == PASSED,
         "reasons": reasons,
+        "counts": {"privileged": int(groups[PRIVILEGED]["count"]), "unprivileged": int(groups[UNPRIVILEGED]["count"]),
+                   "min_group_count": int(min_group_count)},
+        "fairness_verdict": fairness_verdict,
         "sensitive_attribute": attribute,
         "privileged_group": privileged_group.item() if isinstance(privileged_group, np.generic) else privileged_group,
         "unprivileged_values": unpriv_values,
         "min_group_count": int(min_group_count),
         "n_rows": int(len(y_true)),
+        "bootstrap": {"resamples": int(bootstrap_resamples), "confidence_level": float(confidence_level),
+                      "seed": int(seed), "method": "percentile, rows resampled within each group"},
         "groups": groups,
         "checks": checks,
         "baseline": baseline_check,

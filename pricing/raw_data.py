@@ -117,10 +117,31 @@ def coerce_types(frame: pl.DataFrame, csv_datetime_format: str) -> pl.DataFrame:
     if problems:
         raise DataValidationError("mistyped column(s): " + "; ".join(problems))
     typed = pl.DataFrame(columns)
+    require_finite(typed)
     missing_values = [name for name in REQUIRED_VALUES if typed.get_column(name).null_count() == typed.height]
     if missing_values:
         raise DataValidationError(f"column(s) with no values at all: {', '.join(missing_values)}")
     return typed
+
+
+def require_finite(frame: pl.DataFrame) -> None:
+    """Refuse NaN and infinite numbers, naming each column that holds them.
+
+    ``NaN > 0`` is true in polars, so a NaN price passes the cleaning rules and spreads through
+    running sums (``customer_spend_before``) into every later line of that customer.
+    """
+    problems = []
+    for name, dtype in frame.schema.items():
+        if not dtype.is_float():
+            continue
+        values = frame.get_column(name)
+        non_finite = values.is_nan() | values.is_infinite()
+        n_bad = int(non_finite.sum())
+        if n_bad:
+            examples = sorted({str(v) for v in values.filter(non_finite).head(50).to_list()})
+            problems.append(f"{name}: {n_bad} non-finite value(s) ({', '.join(examples)})")
+    if problems:
+        raise DataValidationError("non-finite number(s) in column(s): " + "; ".join(problems))
 
 
 def _convert(source: pl.Series, dtype: pl.DataType, datetime_format: str) -> pl.Series:

@@ -261,7 +261,13 @@ def drift_verdict(drift_metrics: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def fairness_verdict(risk_metrics: Mapping[str, Any]) -> dict[str, Any]:
-    return {"passed": risk_metrics.get("passed") is True, "reasons": list(risk_metrics.get("reasons") or [])}
+    passed = risk_metrics.get("passed") is True
+    return {
+        "passed": passed,
+        # passed / failed / not_assessable (too little data to tell), as the risk stage says
+        "verdict": risk_metrics.get("verdict") or ("passed" if passed else "failed"),
+        "reasons": list(risk_metrics.get("reasons") or []),
+    }
 
 
 def risk_verdicts(risk_metrics: Mapping[str, Any]) -> dict[str, Any]:
@@ -409,7 +415,7 @@ def describe(record: Record, detailed: bool = True) -> str:
         f"  drift      {drift.get('status')}"
         + (f" (columns: {', '.join(drift.get('drifted_columns') or [])})" if drift.get("drifted_columns") else "")
     )
-    lines.append(f"  fairness   {'passed' if fairness.get('passed') else 'failed'}")
+    lines.append(f"  risk gate  {fairness.get('verdict') or ('passed' if fairness.get('passed') else 'failed')}")
     for reason in record.reasons or fairness.get("reasons") or []:
         lines.append(f"             - {reason}")
     if record.overrides:

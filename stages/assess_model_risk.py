@@ -1,6 +1,7 @@
 """dvc stage `assess_model_risk@<stockcode>`: per-group error, group gaps and a pass/fail verdict.
 
-Records the verdict (`passed`, `reasons`) and exits 0 either way: acting on it (approval
+Records the verdict (`verdict`: passed / failed / not_assessable; `passed`, `reasons`) and
+exits 0 either way: acting on it (approval
 or rejection) belongs to orchestration.
 """
 from __future__ import annotations
@@ -18,7 +19,8 @@ from stages.common import run_stage, stockcode_arg, write_json
 def main(argv: list[str]) -> None:
     stockcode = stockcode_arg(argv)
     layout = Layout()
-    cfg = load_params(layout.root)["risk"]
+    params = load_params(layout.root)
+    cfg = params["risk"]
     results_path, metrics_path = layout.inference_results(stockcode), layout.test_metrics(stockcode)
     for path in (results_path, metrics_path):
         if not path.exists():
@@ -40,11 +42,14 @@ def main(argv: list[str]) -> None:
         model_rmsle=test_metrics["rmsle"],
         baseline_rmsle={name: m["rmsle"] for name, m in test_metrics.get("baselines", {}).items()},
         require_beat_baseline=bool(cfg.get("require_beat_baseline", True)),
+        bootstrap_resamples=int(cfg["bootstrap_resamples"]),
+        confidence_level=float(cfg["confidence_level"]),
+        seed=int(params["seed"]),
     )
     write_json(layout.risk_metrics(stockcode), {
         "stockcode": stockcode, "model_version": test_metrics.get("model_version"), **verdict,
     })
-    status = "PASSED" if verdict["passed"] else "FAILED"
+    status = verdict["verdict"].upper()
     print(f"assess_model_risk@{stockcode}: {status}", flush=True)
     for reason in verdict["reasons"]:
         print(f"  - {reason}", flush=True)

@@ -1,5 +1,8 @@
 """dvc stage `data_drift_check@<stockcode>`: processed_df -> drift report (HTML) and verdict (JSON).
 
+The training-window comparison cuts the product's lines with the `split` params and
+pricing/split.py, the very cut `preprocess` makes.
+
 Always exits 0 once a verdict is recorded, drift or not: the verdict is data for the
 orchestrator and for preprocess's gate, not a failure. Only bad input (no processed data,
 an unknown stockcode, missing columns, malformed params) is an error, and then nothing is
@@ -15,6 +18,8 @@ import pyarrow.parquet as pq
 from pricing.drift import DATE_COLUMN, DriftConfig, check_drift, render_report_html
 from pricing.errors import DataValidationError
 from pricing.layout import Layout, load_params
+from pricing.split import INVOICE_COLUMN, SplitConfig
+from pricing.stockcodes import normalise_stockcode
 from stages.common import atomic_path, run_stage, stockcode_arg, write_json
 
 STOCKCODE_COLUMN = "stockcode"
@@ -62,10 +67,13 @@ def drift_table(result: dict) -> pd.DataFrame:
 def main(argv: list[str]) -> None:
     stockcode = stockcode_arg(argv)
     layout = Layout()
-    config = DriftConfig.from_params(load_params(layout.root).get("drift"))
-    # The ETL upper-cases stock codes; outputs keep the name dvc.yaml was given.
-    rows, data_start, data_end = load_product_rows(layout, stockcode.upper(), config.columns)
-    check = check_drift(rows, stockcode.upper(), config, data_start=data_start, data_end=data_end)
+    params = load_params(layout.root)
+    config = DriftConfig.from_params(params.get("drift"))
+    split = SplitConfig.from_params(params.get("split"))
+    # The data holds normalised stock codes; outputs keep the name dvc.yaml was given.
+    product = normalise_stockcode(stockcode)
+    rows, data_start, data_end = load_product_rows(layout, product, [INVOICE_COLUMN, *config.columns])
+    check = check_drift(rows, product, config, data_start=data_start, data_end=data_end, split=split)
 
     with atomic_path(layout.drift_report(stockcode)) as tmp:
         tmp.write_text(render_report_html(check), encoding="utf-8")

@@ -1,7 +1,9 @@
 """dvc stage `preprocess@<stockcode>`: split one product's lines and fit the transformer on train.
 
 Refuses to run (exit 3) when the product's drift check found drift and `drift.gate` is
-`block`, so no model is trained on drifted data even under a plain `dvc repro`.
+`block`, or found too little data to judge and `drift.insufficient_data` is `block` with no
+human override, so no model is trained on data nobody vouched for, even under a plain
+`dvc repro`. The decision (pricing/drift_gate.py) is recorded in the stage's metrics.
 """
 from __future__ import annotations
 
@@ -12,50 +14,45 @@ import joblib
 import numpy as np
 import polars as pl
 
-from pricing.errors import DataValidationError, DriftGateError
+from pricing.drift_gate import STATUS_DRIFT, STATUS_INSUFFICIENT, DriftGate, GateDecision, decide
+from pricing.errors import DataValidationError, DriftGateError, InsufficientDataError
 from pricing.layout import SPLITS, Layout, load_params
-from pricing.split import split_sizes, time_ordered_split
+from pricing.split import SplitConfig, split_product_lines
+from pricing.stockcodes import normalise_stockcode
 from pricing.transform import fit_transformer, transform
 from stages.common import atomic_directory, run_stage, stockcode_arg, write_json
 
 META_COLUMNS = ["invoice_no", "customer_id", "invoice_date", "stockcode"]
-GATE_BLOCKS = "block"
 
 
-def enforce_drift_gate(layout: Layout, stockcode: str, gate: str) -> dict:
-    """The drift verdict for ``stockcode``; raises if it found drift and the gate blocks."""
+def enforce_drift_gate(layout: Layout, stockcode: str, gate: DriftGate) -> GateDecision:
+    """What the drift verdict for ``stockcode`` allows; raises when it allows no training."""
     verdict_path = layout.drift_metrics(stockcode)
     if not verdict_path.exists():
         raise DataValidationError(f"no drift verdict for {stockcode}: run data_drift_check@{stockcode} first")
-    verdict = json.loads(verdict_path.read_text())
-    if verdict.get("drift_detected"):
-        message = f"data drift detected for {stockcode} (see {layout.drift_report(stockcode)})"
-        if gate == GATE_BLOCKS:
-            raise DriftGateError(message + "; not training on drifted data (drift.gate: block)")
-        print(f"warning: {message}; continuing because drift.gate is {gate!r}")
-    return verdict
+    decision = decide(json.loads(verdict_path.read_text()), gate)
+    message = f"{stockcode}: {decision.reason} (see {layout.drift_report(stockcode)})"
+    if not decision.train:
+        raise (InsufficientDataError if decision.status == STATUS_INSUFFICIENT else DriftGateError)(message)
+    if decision.status in (STATUS_DRIFT, STATUS_INSUFFICIENT):
+        print(f"warning: {message}")
+    return decision
 
 
 def main(argv: list[str]) -> None:
     stockcode = stockcode_arg(argv)
     layout = Layout()
     params = load_params(layout.root)
-    verdict = enforce_drift_gate(layout, stockcode, params["drift"]["gate"])
+    decision = enforce_drift_gate(layout, stockcode, DriftGate.from_params(params.get("drift")))
     features = params["features"]
     numeric, categorical = features["numeric"], features["categorical"]
 
-    lines = pl.scan_parquet(layout.processed_df).filter(pl.col("stockcode") == stockcode).collect()
+    product = normalise_stockcode(stockcode)
+    lines = pl.scan_parquet(layout.processed_df).filter(pl.col("stockcode") == product).collect()
     if lines.height == 0:
         raise DataValidationError(f"stockcode {stockcode!r} has no lines in {layout.processed_df}")
-    split_params = params["split"]
-    sizes = split_sizes(
-        lines.height,
-        split_params["val_fraction"],
-        split_params["val_max_rows"],
-        split_params["test_fraction"],
-        split_params["test_max_rows"],
-    )
-    splits = {name: part.to_pandas() for name, part in time_ordered_split(lines, sizes).items()}
+    split_config = SplitConfig.from_params(params.get("split"))
+    splits = {name: part.to_pandas() for name, part in split_product_lines(lines, split_config).items()}
     transformer = fit_transformer(splits["train"], numeric, categorical, features.get("log_scaled", []))
     feature_names = [str(name) for name in transformer.get_feature_names_out()]
 
@@ -75,7 +72,9 @@ def main(argv: list[str]) -> None:
 
     metrics = {
         "stockcode": stockcode,
-        "drift_status": verdict.get("status"),
+        "drift_status": decision.status,
+        # Whether the candidate trained here may be approved, and why (drift_gate.decide).
+        "drift_gate": decision.as_dict(),
         "rows": {split: len(splits[split]) for split in SPLITS},
         "period": {
             split: {"start": str(splits[split]["invoice_date"].min()), "end": str(splits[split]["invoice_date"].max())}
@@ -86,7 +85,8 @@ def main(argv: list[str]) -> None:
         "transformer_md5": transformer_md5,
     }
     write_json(layout.data_metrics(stockcode), metrics)
-    print(f"preprocess@{stockcode}: train/val/test = {sizes.train}/{sizes.val}/{sizes.test}, {len(feature_names)} features")
+    counts = "/".join(str(len(splits[split_name])) for split_name in SPLITS)
+    print(f"preprocess@{stockcode}: train/val/test = {counts}, {len(feature_names)} features")
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 import hashlib
 import json
 
+import pandas as pd
 import pytest
 from project_copy import make_project_copy, run, stages_run, update_params
 
@@ -51,6 +52,14 @@ def test_repro_leaves_every_output(project):
     assert "<html" in layout.drift_report(STOCKCODE).read_text()[:2000].lower()
 
 
+def test_no_invoice_straddles_two_splits_on_the_real_data(project):
+    # On main the row-count cut put invoice 2011-07-17 14:51 of 85123A in train and validation.
+    layout = Layout(project)
+    invoices = {split: set(pd.read_parquet(layout.split_meta(STOCKCODE, split))["invoice_no"]) for split in SPLITS}
+    assert not invoices["train"] & invoices["val"]
+    assert not invoices["val"] & invoices["test"]
+
+
 def test_dvc_understands_the_outputs(project):
     status = run(["dvc", "status", *DATA_STAGES], project).stdout.strip()
     assert status == "Data and pipelines are up to date.", status
@@ -70,8 +79,9 @@ def test_second_repro_runs_nothing(project):
 
 
 def test_a_param_reruns_exactly_its_dependents(project):
+    # The drift check cuts the training window with the split params too.
     update_params(project, {"split": {"test_max_rows": 400}})
-    assert stages_run(run(["dvc", "repro", f"preprocess@{STOCKCODE}"], project).stdout) == [f"preprocess@{STOCKCODE}"]
+    assert stages_run(run(["dvc", "repro", f"preprocess@{STOCKCODE}"], project).stdout) == DATA_STAGES[1:]
     update_params(project, {"etl": {"recent_window_days": 28}})
     assert stages_run(run(["dvc", "repro", f"preprocess@{STOCKCODE}"], project).stdout) == DATA_STAGES
 
@@ -84,6 +94,7 @@ def test_a_param_reruns_exactly_its_dependents(project):
         ("empty.csv", "", "input file is empty"),
         ("no_country.csv", "InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID\n1,A,x,1,12/1/2010 8:26,1.0,1\n", "missing column(s): Country"),
         ("bad_price.csv", "InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country\n1,A,x,1,12/1/2010 8:26,cheap,1,UK\n", "unit_price: 1 value(s)"),
+        ("nan_price.csv", "InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country\n1,A,x,1,12/1/2010 8:26,NaN,1,UK\n", "unit_price: 1 non-finite value(s) (nan)"),
     ],
 )
 def test_bad_input_fails_cleanly_and_keeps_earlier_outputs(project, name, content, message):
@@ -116,11 +127,36 @@ def test_drifted_data_trains_nothing_under_plain_repro(project):
     assert stages_run(result.stdout) == [f"data_drift_check@{STOCKCODE}", f"preprocess@{STOCKCODE}"]
     verdict = json.loads(layout.drift_metrics(STOCKCODE).read_text())
     assert verdict["drift_detected"] is True and verdict["status"] == "drift"
-    assert f"DriftGateError: data drift detected for {STOCKCODE}" in result.stdout + result.stderr
+    assert f"DriftGateError: {STOCKCODE}: data drift detected" in result.stdout + result.stderr
     assert md5(layout.split_features(STOCKCODE, "train", True)) == before
 
     # Warn-only: the verdict (which records the gate mode) is redone, and training data follows.
     update_params(project, {"drift": {"gate": "warn"}})
     result = run(["dvc", "repro", f"preprocess@{STOCKCODE}"], project)
     assert stages_run(result.stdout) == [f"data_drift_check@{STOCKCODE}", f"preprocess@{STOCKCODE}"]
-    assert f"warning: data drift detected for {STOCKCODE}" in result.stdout
+    assert f"warning: {STOCKCODE}: data drift detected" in result.stdout
+
+
+def test_too_little_data_trains_nothing_unless_params_say_so(project):
+    """On main an insufficient_data verdict counted as a pass and preprocess trained on it."""
+    layout = Layout(project)
+    update_params(project, {"drift": {"gate": "block", "comparisons": {
+        "weekly": {"threshold": 1.0e-4, "min_current_rows": 100_000}}}})
+    before = md5(layout.split_features(STOCKCODE, "train", True))
+    result = run(["dvc", "repro", f"preprocess@{STOCKCODE}"], project, check=False)
+    assert result.returncode != 0
+    verdict = json.loads(layout.drift_metrics(STOCKCODE).read_text())
+    assert verdict["status"] == "insufficient_data" and verdict["drift_detected"] is False
+    assert any("fewer than min_current_rows=100000" in reason for reason in verdict["reasons"])
+    assert f"DriftGateError: {STOCKCODE}: insufficient data to judge drift" in result.stdout + result.stderr
+    assert md5(layout.split_features(STOCKCODE, "train", True)) == before
+
+    # Allowed to train, not to be approved; then a human signs off, kept in dvc.lock.
+    update_params(project, {"drift": {"insufficient_data": "train"}})
+    run(["dvc", "repro", f"preprocess@{STOCKCODE}"], project)
+    assert json.loads(layout.data_metrics(STOCKCODE).read_text())["drift_gate"]["approvable"] is False
+    update_params(project, {"drift": {"insufficient_data_override": "A. Buyer: checked by hand"}})
+    run(["dvc", "repro", f"preprocess@{STOCKCODE}"], project)
+    gate = json.loads(layout.data_metrics(STOCKCODE).read_text())["drift_gate"]
+    assert gate["approvable"] is True and "A. Buyer: checked by hand" in gate["reason"]
+    assert "A. Buyer: checked by hand" in (project / "dvc.lock").read_text()

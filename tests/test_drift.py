@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import replace
-from datetime import date, datetime, timezone
+from datetime import date
 
 import numpy as np
 import pandas as pd
@@ -25,6 +25,7 @@ from pricing.drift import (
 )
 from pricing.errors import DataValidationError
 from pricing.layout import Layout, load_params
+from pricing.split import SplitConfig, split_product_lines
 from stages import data_drift_check
 from stages.common import EXIT_DATA_VALIDATION, run_stage
 
@@ -35,7 +36,8 @@ FIRST_MONDAY = pd.Timestamp("2011-01-03")
 N_WEEKS = 30
 LAST_WEEK_END = FIRST_MONDAY + pd.Timedelta(weeks=N_WEEKS)
 DATA_END = LAST_WEEK_END + pd.Timedelta(days=4, hours=12)
-FIXED_NOW = datetime(2011, 8, 5, 13, 0, tzinfo=timezone.utc)
+SPLIT_PARAMS = {"val_fraction": 0.2, "val_max_rows": 500, "test_fraction": 0.2, "test_max_rows": 500}
+SPLIT = SplitConfig.from_params(SPLIT_PARAMS)
 
 PARAMS = {
     "gate": "block",
@@ -67,6 +69,15 @@ PARAMS = {
             "min_current_rows": 40,
             "min_reference_rows": 100,
         },
+        "training": {
+            "reference": "training_window",
+            "current_weeks": 4,
+            "columns": ["unit_price", "is_registered"],
+            "threshold": 1e-6,
+            "drift_share": 0.1,
+            "min_current_rows": 40,
+            "min_reference_rows": 100,
+        },
     },
 }
 
@@ -86,6 +97,7 @@ def make_sales(n_weeks: int = N_WEEKS, lines_per_day: int = 8, seed: int = 0) ->
     return pd.DataFrame(
         {
             "stockcode": STOCKCODE,
+            "invoice_no": [f"{500000 + i}" for i in range(n)],
             "invoice_date": dates,
             "unit_price": rng.choice([2.55, 2.95, 3.25], n, p=[0.5, 0.3, 0.2]),
             "quantity": rng.choice([1, 2, 3, 4, 6, 12, 24, 32], n),
@@ -108,7 +120,7 @@ def sales() -> pd.DataFrame:
 
 
 def run_check(rows, config, **kwargs):
-    span = {"data_start": FIRST_MONDAY, "data_end": DATA_END, "now": FIXED_NOW}
+    span = {"data_start": FIRST_MONDAY, "data_end": DATA_END, "split": SPLIT}
     return check_drift(rows, STOCKCODE, config, **{**span, **kwargs})
 
 
@@ -129,7 +141,7 @@ def test_the_project_params_are_a_valid_drift_config():
 
 
 def test_config_reads_every_key(config):
-    weekly, monthly = config.comparisons
+    weekly, monthly, training = config.comparisons
     assert weekly == WindowComparison(
         name="weekly",
         current_weeks=1,
@@ -208,7 +220,7 @@ def test_as_of_picks_the_last_complete_week_on_or_before_that_day():
 
 
 def test_window_bounds_are_whole_weeks_back_to_back(config):
-    weekly, monthly = config.comparisons
+    weekly, monthly, _ = config.comparisons
     end = pd.Timestamp("2011-12-05")
     bounds = window_bounds(end, weekly)
     assert (bounds.reference_start, bounds.current_start) == (pd.Timestamp("2011-09-05"), pd.Timestamp("2011-11-28"))
@@ -221,21 +233,24 @@ def test_steady_sales_do_not_drift(steady):
     result = steady.result
     assert result["status"] == STATUS_OK and result["drift_detected"] is False
     assert result["n_drifted_columns"] == 0 and result["share_drifted_columns"] == 0.0
-    assert set(steady.snapshots) == {"weekly", "monthly"}
+    assert set(steady.snapshots) == {"weekly", "monthly", "training"}
+    assert result["signals"] == {"sudden_break": STATUS_OK, "stale_training_window": STATUS_OK}
+    assert result["reasons"] == []
 
 
 def test_the_verdict_is_json_with_every_field_the_gate_and_dvc_read(steady, config):
     result = json.loads(json.dumps(steady.result, allow_nan=False))
     for key in (
         "stockcode", "status", "drift_detected", "gate", "n_drifted_columns", "share_drifted_columns",
-        "columns", "comparisons", "timestamp", "current_end",
+        "columns", "comparisons", "reasons", "signals", "current_end",
     ):
         assert key in result, key
     assert result["stockcode"] == STOCKCODE and result["gate"] == "block"
-    assert result["timestamp"] == FIXED_NOW.isoformat()
+    # A dependency of preprocess: no wall-clock time, or a regenerated verdict never matches dvc.lock.
+    assert "timestamp" not in result
     assert result["current_end"] == LAST_WEEK_END.isoformat()
     assert result["columns"]["is_registered"] == {
-        "test": "chisquare", "drifted": False, "compared_in": ["monthly"], "drifted_in": [],
+        "test": "chisquare", "drifted": False, "compared_in": ["monthly", "training"], "drifted_in": [],
     }
     weekly = result["comparisons"]["weekly"]
     assert weekly["current"] == {
@@ -266,7 +281,9 @@ def test_a_price_rise_in_the_current_week_is_drift(sales, config):
     raised = sales.assign(unit_price=sales["unit_price"].where(~in_last_weeks(sales, 1), sales["unit_price"] * 1.3))
     result = run_check(raised, config).result
     assert result["status"] == STATUS_DRIFT and result["drift_detected"] is True
-    assert result["columns"]["unit_price"]["drifted_in"] == ["weekly"]
+    assert "weekly" in result["columns"]["unit_price"]["drifted_in"]
+    assert result["signals"]["sudden_break"] == STATUS_DRIFT
+    assert any(r.startswith("weekly (sudden_break): drift in unit_price (p=") for r in result["reasons"])
     weekly = result["comparisons"]["weekly"]
     assert weekly["drift_detected"] and weekly["columns"]["unit_price"]["drifted"]
     assert weekly["columns"]["unit_price"]["p_value"] < 1e-4
@@ -279,7 +296,7 @@ def test_losing_every_unregistered_buyer_is_drift_within_a_month(sales, config):
     result = run_check(registered_only, config).result
     assert result["drift_detected"] is True
     assert result["comparisons"]["monthly"]["columns"]["is_registered"]["drifted"]
-    assert result["columns"]["is_registered"]["drifted_in"] == ["monthly"]
+    assert "monthly" in result["columns"]["is_registered"]["drifted_in"]
 
 
 def test_drift_in_one_comparison_is_drift_of_the_product(sales, config):
@@ -363,7 +380,7 @@ def test_no_rows_and_no_data_span_is_a_validation_error(sales, config):
 
 
 def test_without_a_data_span_the_products_own_dates_place_the_windows(sales, config):
-    result = check_drift(sales, STOCKCODE, config, now=FIXED_NOW).result
+    result = check_drift(sales, STOCKCODE, config, split=SPLIT).result
     # The product's last sale is a Sunday evening: that week may not be over.
     assert result["current_end"] == (LAST_WEEK_END - pd.Timedelta(weeks=1)).isoformat()
 
@@ -388,11 +405,11 @@ def project(tmp_path, monkeypatch, sales):
     sells on into the unfinished week after the last complete one."""
     other = make_sales(n_weeks=N_WEEKS + 1, seed=1).assign(stockcode="OTHER")
     other = other.loc[other["invoice_date"] <= DATA_END]
-    processed = pd.concat([sales, other], ignore_index=True).assign(invoice_no="500000", description="x")
+    processed = pd.concat([sales, other], ignore_index=True).assign(description="x")
     layout = Layout(tmp_path)
     layout.processed_df.parent.mkdir(parents=True)
     processed.to_parquet(layout.processed_df)
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"drift": PARAMS}, sort_keys=False))
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"drift": PARAMS, "split": SPLIT_PARAMS}, sort_keys=False))
     monkeypatch.chdir(tmp_path)
     return layout
 
@@ -447,3 +464,45 @@ def test_bad_input_exits_non_zero_with_one_line_and_writes_nothing(project, caps
     assert re.search(message, error), error
     for path in _outputs(project, stockcode):
         assert not path.exists()
+
+
+# -- the training window -----------------------------------------------------------------
+def test_the_training_reference_is_the_train_split_preprocess_cuts(sales, steady):
+    training = steady.result["comparisons"]["training"]
+    lines = __import__("polars").from_pandas(sales[["invoice_no", "invoice_date"]])
+    train = split_product_lines(lines, SPLIT)["train"]
+    assert training["reference_kind"] == "training_window" and training["signal"] == "stale_training_window"
+    assert training["reference"]["rows"] == train.height
+    assert training["reference"]["start"] == pd.Timestamp(train["invoice_date"].min()).isoformat()
+    assert training["reference"]["end"] == pd.Timestamp(train["invoice_date"].max()).isoformat()
+    assert training["current"]["start"] == (LAST_WEEK_END - pd.Timedelta(weeks=4)).isoformat()
+
+
+def test_a_shift_older_than_the_weekly_reference_is_caught_against_the_training_window(sales, config):
+    # The price rose 14 weeks ago: the last week looks like the 12 before it, but not like
+    # the first 18 weeks the candidate trains on.
+    raised = sales.assign(unit_price=sales["unit_price"].where(~in_last_weeks(sales, 14), sales["unit_price"] * 1.1))
+    result = run_check(raised, config).result
+    assert result["comparisons"]["weekly"]["status"] == STATUS_OK
+    assert result["comparisons"]["training"]["status"] == STATUS_DRIFT
+    assert result["signals"] == {"sudden_break": STATUS_OK, "stale_training_window": STATUS_DRIFT}
+    assert result["status"] == STATUS_DRIFT and result["drift_detected"] is True
+    assert result["reasons"][0].startswith("training (stale_training_window): drift in unit_price")
+    assert "the candidate would be stale (its training window 2011-01-03 to" in result["reasons"][0]
+
+
+def test_too_few_lines_to_split_leave_the_training_window_unjudged_with_the_reason(sales, config):
+    # Three lines cannot be cut into train, validation and test: no training window to compare with.
+    result = run_check(sales.iloc[:3], config, data_end=DATA_END).result
+    training = result["comparisons"]["training"]
+    assert training["status"] == STATUS_INSUFFICIENT
+    assert training["reason"].startswith("no training window: 3 lines are too few to split")
+    assert result["status"] == STATUS_INSUFFICIENT and result["drift_detected"] is False
+    assert any("reference 0 rows, current 0 rows" in reason for reason in result["reasons"])
+
+
+def test_the_stage_writes_the_same_verdict_bytes_every_time(project):
+    run_stage(data_drift_check.main, [STOCKCODE])
+    first = project.drift_metrics(STOCKCODE).read_bytes()
+    run_stage(data_drift_check.main, [STOCKCODE])
+    assert project.drift_metrics(STOCKCODE).read_bytes() == first

@@ -94,3 +94,78 @@ def test_privileged_group_can_be_any_value():
                   attribute="country", privileged_group="uk")
     assert verdict["groups"]["unprivileged"]["count"] == 2
     assert verdict["unprivileged_values"] == ["de", "fr"]
+
+
+# -- uncertainty ---------------------------------------------------------------------------
+def residual_case(n_priv, n_unpriv, unpriv_shift, noise, seed=0):
+    """Actual quantities and predictions whose log residual is shift + noise for unprivileged
+    rows and noise for privileged ones."""
+    rng = np.random.default_rng(seed)
+    n = n_priv + n_unpriv
+    y = rng.integers(1, 30, n).astype(float)
+    shift = np.r_[np.zeros(n_priv), np.full(n_unpriv, unpriv_shift)]
+    pred = np.expm1(np.log1p(y) + shift + rng.normal(0, noise, n))
+    return y, np.clip(pred, 0, None), [1] * n_priv + [0] * n_unpriv
+
+
+STRICT = dict(min_group_count=20, require_beat_baseline=False, bootstrap_resamples=2000, seed=42)
+
+
+def test_a_gap_inside_the_threshold_but_uncertain_is_not_assessable_not_a_pass():
+    # 85123A on main: an excess gap of -0.17 on 59 unregistered lines, about 2.5 standard
+    # errors, passed a 0.25 threshold that had no interval.
+    y, pred, groups = residual_case(400, 59, -0.17, 0.55)
+    verdict = run(y, pred, groups, **STRICT)
+    check = verdict["checks"]["mean_outcome_difference"]
+    assert abs(check["excess_over_actual"]) < 0.25
+    assert check["interval"]["low"] < -0.25 < check["interval"]["high"]
+    assert check["verdict"] == "not_assessable"
+    assert verdict["verdict"] == "not_assessable" and verdict["passed"] is False
+    assert any("mean_outcome_difference not assessable" in r and "straddles ±0.25" in r for r in verdict["reasons"])
+
+
+def test_a_gap_whose_interval_lies_inside_passes_and_one_beyond_fails():
+    y, pred, groups = residual_case(400, 300, 0.05, 0.2)
+    inside = run(y, pred, groups, **STRICT)
+    assert inside["verdict"] == "passed" and inside["passed"] is True and inside["reasons"] == []
+    band = inside["checks"]["mean_outcome_difference"]["interval"]
+    assert -0.25 <= band["low"] < 0.05 < band["high"] <= 0.25
+
+    y, pred, groups = residual_case(400, 300, 0.6, 0.2)
+    beyond = run(y, pred, groups, **STRICT)
+    assert beyond["checks"]["mean_outcome_difference"]["verdict"] == "failed"
+    assert beyond["verdict"] == "failed" and beyond["passed"] is False
+    assert any(r.startswith("mean_outcome_difference: ") and "wholly beyond ±0.25" in r for r in beyond["reasons"])
+
+
+def test_the_interval_is_seeded_and_as_wide_as_the_textbook_says():
+    y, pred, groups = residual_case(300, 80, 0.0, 0.5)
+    first, again = run(y, pred, groups, **STRICT), run(y, pred, groups, **STRICT)
+    assert first["checks"] == again["checks"]
+    other = run(y, pred, groups, **{**STRICT, "seed": 7})
+    assert other["checks"]["mae_diff"]["interval"] != first["checks"]["mae_diff"]["interval"]
+    residual = np.log1p(pred) - np.log1p(y)
+    is_priv = np.array(groups) == 1
+    textbook = math.sqrt(residual[is_priv].var() / is_priv.sum() + residual[~is_priv].var() / (~is_priv).sum())
+    bootstrap = first["checks"]["mean_outcome_difference"]["interval"]["std_error"]
+    assert bootstrap == pytest.approx(textbook, rel=0.1)
+    assert set(first["groups"]["unprivileged"]["intervals"]) == {"mean_residual", "mae_log"}
+    assert first["bootstrap"] == {"resamples": 2000, "confidence_level": 0.95, "seed": 42,
+                                  "method": "percentile, rows resampled within each group"}
+
+
+def test_a_group_too_small_to_tell_is_not_assessable_with_its_count():
+    y, pred, groups = residual_case(100, 12, 0.0, 0.1)
+    verdict = run(y, pred, groups, **STRICT)
+    assert verdict["verdict"] == "not_assessable" and verdict["fairness_verdict"] == "not_assessable"
+    assert verdict["status"] == "insufficient_data"
+    assert verdict["counts"] == {"privileged": 100, "unprivileged": 12, "min_group_count": 20}
+    assert verdict["passed"] is False
+    assert any("has 12 rows, fewer than min_group_count=20" in r for r in verdict["reasons"])
+    assert verdict["checks"]["mae_diff"]["interval"] is None
+
+
+def test_a_failed_baseline_check_makes_the_verdict_failed_even_when_fairness_is_unknown():
+    y, pred, groups = residual_case(100, 12, 0.0, 0.1)
+    verdict = run(y, pred, groups, **{**STRICT, "require_beat_baseline": True, "model_rmsle": 0.9})
+    assert verdict["verdict"] == "failed" and verdict["fairness_verdict"] == "not_assessable"

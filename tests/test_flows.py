@@ -173,6 +173,16 @@ def test_drift_trains_nothing_and_the_served_model_stays(approved, tmp_path, mon
     assert "unit_price" in Artifact.get(artifact_key(SC, "summary")).data
 
 
+def test_drift_with_the_gate_on_warn_trains_and_approves(approved, tmp_path, monkeypatch):
+    # On main the flow stopped on drift whatever drift.gate said, while `dvc repro` honoured warn.
+    root = copy_of(approved[0], tmp_path, monkeypatch)
+    state, summary = run_flow(root, overrides={"drift.shift": 0.9, "drift.gate": "warn"})
+    outcome = only(summary)
+    assert state.is_completed(), state.message
+    assert outcome["status"] == "approved" and outcome["drift"]["drift_detected"] is True
+    assert stage_id("assess_model_risk", SC) in outcome["stages"]
+
+
 def test_unfair_model_is_rejected_and_nothing_new_is_approved(approved, tmp_path, monkeypatch):
     root = copy_of(approved[0], tmp_path, monkeypatch)
     served = registry.approved_model(SC, store(root))
@@ -362,3 +372,35 @@ def test_two_make_run_style_runs_at_once_in_one_checkout_keep_their_own_override
         tune = record.lineage["stages"][stage_id("tune_primary_model", SC)]
         assert tune["params"]["params.yaml"]["tune"]["n_trials"] == trials
     assert (root / "params.yaml").read_bytes() == params
+
+
+@pytest.mark.slow
+def test_real_risk_gate_rejects_and_the_record_says_why(prefect_api, tmp_path, monkeypatch):
+    """The real risk stage, with a real param no real test split can meet: 10,000 lines per
+    group. The candidate is rejected, never served, and the record carries the reason."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    import json
+
+    from project_copy import make_project_copy
+
+    from pricing.layout import Layout
+
+    monkeypatch.setenv("PRICELINEAGE_REGISTRY", str(tmp_path / "registry"))
+    monkeypatch.setenv("PRICELINEAGE_WORKSPACES", str(tmp_path / "workspaces"))
+    root = make_project_copy(tmp_path / "project", {"stockcodes": [SC]})
+    tiny = os.environ.get("PRICELINEAGE_TINY_BUDGET", "tune.n_trials=2,tune.num_epochs=3").split(",") + [
+        # The tiny budget's net loses to the naive baseline: take that check out, so the
+        # fairness gate alone decides.
+        "risk.require_beat_baseline=false", "risk.min_group_count=10000",
+    ]
+    state, summary = run_flow(root, stockcodes=[SC], overrides=tiny)
+    assert state.is_completed(), state.message
+    outcome = only(summary)
+    assert outcome["status"] == "rejected", outcome["message"]
+    risk = json.loads(Layout(root).risk_metrics(SC).read_text())
+    assert risk["verdict"] == "not_assessable" and risk["passed"] is False
+    assert risk["counts"]["min_group_count"] == 10000
+    record = registry.latest(tmp_path / "registry", SC)
+    assert record.decision == registry.REJECTED
+    assert any("fewer than min_group_count=10000" in reason for reason in record.reasons), record.reasons
+    assert registry.approved_model(SC, tmp_path / "registry") is None

@@ -90,3 +90,28 @@ def test_mistyped_parquet_column_is_named(tmp_path):
     frame.write_parquet(tmp_path / "bad.parquet")
     with pytest.raises(DataValidationError, match="quantity: 3 value"):
         load_raw(tmp_path / "bad.parquet")
+
+
+@pytest.mark.parametrize("price", ["NaN", "inf", "-inf"])
+def test_a_non_finite_price_in_a_csv_fails_naming_the_column(tmp_path, price):
+    bad = UCI_LINES + f"536366,22633,HAND WARMER,6,12/1/2010 8:28,{price},17850,United Kingdom\n"
+    with pytest.raises(DataValidationError, match=r"non-finite .*unit_price: 1 non-finite value"):
+        load_raw(write(tmp_path / "sales.csv", UCI_HEADER + bad))
+
+
+def test_a_nan_price_in_parquet_fails_naming_the_column(tmp_path):
+    frame = load_raw(write(tmp_path / "sales.csv", UCI_HEADER + UCI_LINES))
+    path = tmp_path / "sales.parquet"
+    frame.with_columns(pl.Series("unit_price", [2.55, float("nan"), 0.0])).write_parquet(path)
+    with pytest.raises(DataValidationError, match=r"sales.parquet: non-finite .*unit_price.*\(nan\)"):
+        load_raw(path)
+
+
+def test_the_etl_refuses_non_finite_numbers_given_to_it_directly():
+    from sales_factory import sale, sales
+
+    from pricing.etl import CleaningRules, run_etl
+
+    frame = sales(sale(invoice="1", price=float("inf")), sale(invoice="2", price=1.0))
+    with pytest.raises(DataValidationError, match="unit_price: 1 non-finite value"):
+        run_etl(frame, CleaningRules(), recent_window_days=30, days_since_cap=365)

@@ -138,3 +138,28 @@ def test_log_scaling_refuses_negative_values_and_unlisted_features():
         transform(transformer, later)
     with pytest.raises(DataValidationError, match="negative values: customer_lines_before"):
         fit_transformer(later, NUMERIC, CATEGORICAL, log_scaled=LOG_SCALED)
+
+
+def test_an_invoice_is_never_cut_between_splits():
+    # Ten invoices, the sixth and seventh of two lines each: the row-count cut after 8 of the 12
+    # lines (8/2/2) falls inside the seventh.
+    lines = []
+    for i in range(10):
+        for copy in range(2 if i in (5, 6) else 1):
+            lines.append(sale(invoice=f"{500000 + i}", when=f"2011-01-{i + 1:02d} 10:{copy:02d}", quantity=copy + 1))
+    frame = sales(*lines)
+    sizes = split_sizes(frame.height, 0.2, 500, 0.2, 500)
+    parts = time_ordered_split(frame, sizes)
+    invoices = {name: set(part["invoice_no"]) for name, part in parts.items()}
+    assert not invoices["train"] & invoices["val"]
+    assert not invoices["val"] & invoices["test"]
+    assert not invoices["train"] & invoices["test"]
+    assert sum(part.height for part in parts.values()) == frame.height
+    # the cut moved back to the invoice's first line: the whole invoice went to the later split
+    assert "500006" in invoices["val"] and parts["train"].height == sizes.train - 1
+
+
+def test_a_product_of_one_invoice_cannot_be_split():
+    frame = sales(*(sale(invoice="1", quantity=q) for q in range(1, 11)))
+    with pytest.raises(DataValidationError, match="by whole invoices.*train, val would be empty"):
+        time_ordered_split(frame, split_sizes(frame.height, 0.2, 500, 0.2, 500))
