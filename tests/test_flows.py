@@ -404,3 +404,20 @@ def test_real_risk_gate_rejects_and_the_record_says_why(prefect_api, tmp_path, m
     assert record.decision == registry.REJECTED
     assert any("fewer than min_group_count=10000" in reason for reason in record.reasons), record.reasons
     assert registry.approved_model(SC, tmp_path / "registry") is None
+
+
+def test_a_product_whose_push_fails_fails_alone(prefect_api, tmp_path):
+    # The toy is deterministic: a first project tells which checkpoint 22423 will push.
+    scout = make_toy_project(tmp_path / "scout" / "toy")
+    run_flow(scout, stockcodes=["22423"])
+    model_md5 = registry.approved_model("22423", store(scout)).model_md5
+    root = make_toy_project(tmp_path / "toy")
+    blocked = tmp_path / "toy-remote" / "files" / "md5" / model_md5[:2] / model_md5[2:]
+    blocked.mkdir(parents=True)  # a folder where the remote must write that object
+    state, summary = run_flow(root, stockcodes=[SC, "22423"])
+    outcomes = {o["stockcode"]: o for o in summary["outcomes"]}
+    assert state.is_failed()
+    assert outcomes["22423"]["status"] == "failed" and "dvc push" in outcomes["22423"]["message"]
+    assert outcomes[SC]["status"] == "approved"
+    assert registry.approved_model("22423", store(root)) is None  # never recorded as approved
+    assert registry.approved_model(SC, store(root)) is not None
