@@ -136,3 +136,8 @@ def best_baseline(metrics: dict[str, dict[str, float]], key: str = "rmsle") -> t
     """The name and score of the baseline with the lowest ``key``."""
     name = min(metrics, key=lambda n: metrics[n][key])
     return name, float(metrics[name][key])
+
+
+def baseline_summary(metrics: dict[str, dict[str, float]]) -> str:
+    """``name rmsle, …`` for a progress line."""
+    return ", ".join(f"{name} {m['rmsle']:.4f}" for name, m in metrics.items())

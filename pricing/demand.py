@@ -217,6 +217,8 @@ class PriceResponse:
         observed = {p["price"] for p in self.evidence.prices if p["weeks"] >= self.evidence.min_weeks}
         out["observed"] = out["price"].round(2).isin(observed).astype(int)
         out["recommended"] = np.isclose(out["price"], self.recommended_price).astype(int)
+        # the recommendation as its own series (one point) for the plot
+        out["recommended_revenue"] = out["revenue"].where(out["recommended"] == 1)
         return out
 
     def summary(self) -> dict[str, Any]:
@@ -231,6 +233,8 @@ class PriceResponse:
             "revenue_at_recommended": float(at["revenue"]),
             "demand_at_current": float(current),
             "elasticity": self.elasticity,
+            "grid_elasticity": arc_elasticity(self.curve.prices, self.curve.demand,
+                                              float(self.curve.prices.min()), float(self.curve.prices.max())),
             "grid": {"low": float(self.curve.prices.min()), "high": float(self.curve.prices.max()),
                      "points": int(len(self.curve.prices))},
             "context_lines": int(self.curve.per_line.shape[0]),
@@ -270,3 +274,65 @@ def context_lines(raw_features: pd.DataFrame, max_lines: int) -> pd.DataFrame:
     if LIST_PRICE not in raw_features.columns:
         raise DataValidationError(f"the context lacks the {LIST_PRICE!r} column")
     return raw_features.iloc[-int(max_lines):].reset_index(drop=True)
+
+
+def judge_price_response(
+    summary: dict[str, Any], elasticity_band: Sequence[float], rise_tolerance: float = RISE_TOLERANCE
+) -> dict[str, Any]:
+    """The price-response verdict of a ``PriceResponse.summary()``: ``passed``, ``failed`` or
+    ``insufficient_price_variation`` (sound, but the data cannot tell an elasticity: the
+    recommendation is the current price), with the reasons and the figures behind it.
+
+    Checked whatever the architecture promises: predicted demand never rises from one grid
+    price to the next on any context line; the elasticity across the evidence lies in
+    ``elasticity_band``; the recommended price lies inside the evidence."""
+    low, high = (float(v) for v in elasticity_band)
+    if low > high:
+        raise DataValidationError(f"elasticity_band must be [low, high], got {list(elasticity_band)}")
+    reasons: list[str] = []
+    rise = summary["largest_rise"]
+    monotone = rise["relative"] <= float(rise_tolerance)
+    if not monotone:
+        reasons.append(
+            f"price response unsound: predicted demand rises with the list price, by up to "
+            f"{rise['relative']:.1%} between neighbouring grid prices (from {rise['at_price']:.2f}), on "
+            f"{rise['lines_rising']} of {summary['context_lines']} context lines"
+        )
+    evidence = summary["evidence"]
+    flagged = INSUFFICIENT_PRICE_VARIATION in summary["flags"]
+    recommended = float(summary["recommended_price"])
+    span = evidence["evidenced_range"] or [evidence["current_price"], evidence["current_price"]]
+    inside = (span[0] - 1e-9 <= recommended <= span[1] + 1e-9) or (flagged and recommended == evidence["current_price"])
+    if not inside:
+        reasons.append(f"recommended price {recommended:.2f} lies outside the evidence {span}")
+    elasticity = summary["elasticity"]
+    elasticity_check: dict[str, Any] = {"band": [low, high], "value": elasticity}
+    if flagged:
+        elasticity_check["status"] = INSUFFICIENT_PRICE_VARIATION
+        elasticity_check["note"] = (
+            f"no list-price change observed in {evidence['weeks']} weeks: the data cannot tell how demand "
+            f"answers a price; recommending the current price {evidence['current_price']:.2f}"
+        )
+    elif elasticity is None:
+        elasticity_check["status"] = "failed"
+        reasons.append(f"price elasticity across the evidence {span} cannot be measured: predicted demand is zero there")
+    elif not low <= elasticity <= high:
+        elasticity_check["status"] = "failed"
+        reasons.append(f"price elasticity {elasticity:.2f} across the evidence {span} is outside the band [{low}, {high}]")
+    else:
+        elasticity_check["status"] = "passed"
+    status = "failed" if reasons else (INSUFFICIENT_PRICE_VARIATION if flagged else "passed")
+    return {
+        "status": status,
+        "passed": not reasons,
+        "reasons": reasons,
+        "checks": {
+            "non_increasing": {"passed": monotone, "tolerance": float(rise_tolerance), **rise},
+            "elasticity": elasticity_check,
+            "inside_evidence": {"passed": inside, "recommended_price": recommended, "evidenced_range": span},
+        },
+        "recommended_price": recommended,
+        "current_price": evidence["current_price"],
+        "flags": list(summary["flags"]),
+        "evidence": evidence,
+    }

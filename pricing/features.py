@@ -63,6 +63,17 @@ LIST_PRICE = "list_price"
 PRICE_DERIVED_COLUMNS = ["list_price", "list_price_to_reference"]
 
 
+def price_feature_positions(feature_names: list[str]) -> list[int]:
+    """Positions of the list-price features among a network's input names (the price path)."""
+    positions = [i for i, name in enumerate(feature_names) if name in PRICE_DERIVED_COLUMNS]
+    if not positions:
+        raise DataValidationError(
+            f"no list-price feature ({', '.join(PRICE_DERIVED_COLUMNS)}) among the model inputs: "
+            "add them to features.numeric"
+        )
+    return positions
+
+
 def list_price_features(list_price: pl.Expr) -> list[pl.Expr]:
     """The list-price features of a line at ``list_price``; every other column is context."""
     return [
