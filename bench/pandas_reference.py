@@ -274,9 +274,12 @@ def add_features(
         .merge(customer[[CUSTOMER, WHEN, *customer_cols]], on=[CUSTOMER, WHEN], how="left")
     )
 
-    # Derived features. The line's own price stands in for the list price only before the
-    # product's first registered sale.
-    list_price = df["_list_price"].fillna(df["unit_price"])
+    # Derived features. Before any earlier registered week, the list price is the price of the
+    # product's first sale (the lines of that sale: their own price).
+    first_when = df.groupby(PRODUCT)[WHEN].transform("min")
+    first_price = df.groupby(PRODUCT)["unit_price"].transform("first")  # df is in line order
+    fallback = df["unit_price"].where(df[WHEN] == first_when, first_price)
+    list_price = df["_list_price"].fillna(fallback)
     reference = df["_reference_price"].fillna(list_price)
     quantity_fallback = df["_prior_avg_qty"].fillna(df["_market_avg_qty"]).fillna(0.0)
     recent_lines = df["_recent_lines"].fillna(0)

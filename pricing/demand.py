@@ -45,7 +45,7 @@ class Evidence:
     """The list prices a product was sold at: per price its lines and weeks, and changes."""
 
     prices: list[dict[str, Any]]  # {"price", "lines", "weeks"}, ascending price
-    n_changes: int  # times the weekly list price differed from the week before
+    n_changes: int  # times the weekly list price moved between prices held >= min_weeks
     current_price: float  # the list price of the latest week
     n_weeks: int
     min_weeks: int  # a price counts as evidence from this many weeks at it
@@ -87,13 +87,17 @@ def price_evidence(list_price, when, min_weeks: int = 2) -> Evidence:
         .unique("week", keep="first", maintain_order=True)
         .sort("week")
     )
-    changes = int((weekly["price"].diff().fill_null(0.0) != 0).sum())
     per_price = (
         frame.group_by("price").agg(pl.len().alias("lines"))
         .join(weekly.group_by("price").agg(pl.len().alias("weeks")), on="price", how="left")
         .with_columns(pl.col("weeks").fill_null(0))
         .sort("price")
     )
+    # Changes between prices that held: a one-week blip (or a product's first week, before any
+    # list price was known) is no change of list price.
+    held = per_price.filter(pl.col("weeks") >= int(min_weeks))["price"]
+    steady = weekly.filter(pl.col("price").is_in(held.implode()))["price"]
+    changes = int((steady.diff().fill_null(0.0) != 0).sum())
     return Evidence(
         prices=[{"price": float(r["price"]), "lines": int(r["lines"]), "weeks": int(r["weeks"])}
                 for r in per_price.iter_rows(named=True)],

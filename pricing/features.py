@@ -9,9 +9,11 @@ Price: a line's own unit price is *not* a feature. This retailer sets it from th
 bought (quantity breaks) and from who buys (unregistered buyers pay a segment price), so it
 reveals the target. What the retailer sets, and what a recommendation varies, is the
 product's **list price**: the most common unit price among registered buyers in the
-``list_price_weeks`` calendar weeks before the line's week (ties: the higher price, the one
-without a quantity discount), else the last list price known before, else — only before a
-product's first registered sale — the line's own price. The discount schedule is the
+``list_price_weeks`` weeks with registered sales before the line's week (ties: the higher
+price, the one without a quantity discount). Before the first week with a registered sale
+nothing says more than the product's very first sale: its price stands in for the rest of
+that spell (the same for every line, so it reveals no line's quantity), and the lines of the
+first sale itself take their own price. The discount schedule is the
 product's, from earlier weeks: the mean ratio of a line's price to its list price among
 registered buyers (quantity breaks) and among unregistered buyers (segment price).
 ``list_price_features`` is the one definition of the features derived from the list price;
@@ -283,8 +285,10 @@ def _customer_history(frame: pl.DataFrame) -> pl.DataFrame:
 
 
 def _derived_features(days_since_cap: float) -> list[pl.Expr]:
-    # The line's own price only before the product's first registered sale: nothing earlier says more.
-    list_price = pl.coalesce("_list_price", "unit_price")
+    # Before any earlier registered week: the product's first sale's price (its own lines: their own).
+    first_sale = pl.col(WHEN) == pl.col(WHEN).min().over(PRODUCT)
+    first_price = pl.col("unit_price").sort_by("_line").first().over(PRODUCT)
+    list_price = pl.coalesce("_list_price", pl.when(first_sale).then(pl.col("unit_price")).otherwise(first_price))
     quantity_fallback = pl.coalesce("_prior_avg_qty", "_market_avg_qty", pl.lit(0.0))
     recent_lines = pl.col("_recent_lines").fill_null(0)
     recent_qty = pl.when(recent_lines > 0).then(pl.col("_recent_qty") / recent_lines).otherwise(None)

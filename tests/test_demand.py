@@ -54,9 +54,10 @@ def test_evidence_counts_prices_lines_weeks_and_changes():
     assert evidence.sufficient and evidence.evidenced_prices == [1.95, 2.08]
     single, single_dates = weeks([2.95] * 8)
     assert not price_evidence(single, single_dates).sufficient
-    # a price held for one week only is recorded but is no evidence
-    blip, blip_dates = weeks([2.95] * 8 + [3.50])
-    assert not price_evidence(blip, blip_dates, min_weeks=2).sufficient
+    # a price held for one week only is recorded but is no evidence, and no change
+    blip, blip_dates = weeks([2.55] + [2.95] * 8 + [3.50] + [2.95] * 2)
+    blips = price_evidence(blip, blip_dates, min_weeks=2)
+    assert not blips.sufficient and blips.n_changes == 0 and len(blips.prices) == 3
 
 
 def test_recommendation_maximises_revenue_inside_the_evidence():

@@ -38,11 +38,12 @@ def test_list_price_is_the_modal_registered_price_of_earlier_weeks(featurise):
             sale(invoice="8", when="2011-02-21 10:00", price=3.10, quantity=3),
         ),
     )
-    # week 1: nothing earlier, the own price; week 2: week 1's mode; week 3: weeks 1-2 give
-    # 2.95 x2 vs 2.55 x2, a tie, the higher price; week 8: the last two sale weeks (2, 3):
-    # 2.55 x2 vs 3.10 x1 (a quiet month keeps the last known price).
-    assert out["list_price"].tolist() == [2.95, 2.55, 2.95, 5.79, 2.95, 2.95, 2.95, 2.55]
-    assert out["product_reference_price"].tolist() == pytest.approx([2.95, 2.55, 2.95, 5.79] + [2.95] * 3 + [2.95])
+    # week 1: no earlier week, the product's first sale's price (never a line's own tier price);
+    # week 2: week 1's mode; week 3: weeks 1-2 give 2.95 x2 vs 2.55 x2, a tie, the higher price;
+    # week 8: the last two sale weeks (2, 3): 2.55 x2 vs 3.10 x1 (a quiet month keeps the last
+    # known price).
+    assert out["list_price"].tolist() == [2.95, 2.95, 2.95, 2.95, 2.95, 2.95, 2.95, 2.55]
+    assert out["product_reference_price"].tolist() == pytest.approx([2.95] * 8)
     assert out["list_price_to_reference"].tolist() == pytest.approx([1.0] * 7 + [2.55 / 2.95])
 
 
@@ -56,7 +57,7 @@ def test_discount_schedule_of_earlier_weeks(featurise):
             sale(invoice="5", when="2011-01-17 10:00", price=2.0, quantity=6),
         ),
     )
-    # week 1 has no list price known before it (the own price stands in; ratios not counted);
+    # week 1 has no list price known before it (the first sale's price stands in; ratios not counted);
     # week 2's list price is 2.0: registered ratios 1.0 and 0.75, unregistered 2.0
     assert out["list_price"].tolist() == [2.0, 2.0, 2.0, 2.0, 2.0]
     assert out["registered_price_ratio"].tolist() == pytest.approx([1.0, 1.0, 1.0, 1.0, 0.875])
@@ -70,7 +71,7 @@ def test_lines_of_one_invoice_do_not_see_each_other(featurise):
             sale(invoice="1", stockcode="A", quantity=7, when="2011-01-03 10:00", price=1.0),
         )
     )
-    assert out["list_price"].tolist() == [9.0, 1.0]  # no earlier week: each line's own price
+    assert out["list_price"].tolist() == [9.0, 1.0]  # the first sale itself: each line's own price
     assert out["customer_product_lines_before"].tolist() == [0, 0]
     assert out["customer_lines_before"].tolist() == [0, 0]
 
