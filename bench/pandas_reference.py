@@ -275,10 +275,14 @@ def add_features(
     )
 
     # Derived features. Before any earlier registered week, the list price is the price of the
-    # product's first sale (the lines of that sale: their own price).
-    first_when = df.groupby(PRODUCT)[WHEN].transform("min")
-    first_price = df.groupby(PRODUCT)["unit_price"].transform("first")  # df is in line order
-    fallback = df["unit_price"].where(df[WHEN] == first_when, first_price)
+    # product's first registered sale for the lines after it; lines up to it keep their own.
+    firsts = (
+        df[df["is_registered"] == 1].groupby(PRODUCT)
+        .agg(_first_when=(WHEN, "first"), _first_price=("unit_price", "first"))  # df is in line order
+        .reset_index()
+    )
+    df = df.merge(firsts, on=PRODUCT, how="left")
+    fallback = df["_first_price"].where(df[WHEN] > df["_first_when"], df["unit_price"])
     list_price = df["_list_price"].fillna(fallback)
     reference = df["_reference_price"].fillna(list_price)
     quantity_fallback = df["_prior_avg_qty"].fillna(df["_market_avg_qty"]).fillna(0.0)

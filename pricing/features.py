@@ -11,9 +11,9 @@ reveals the target. What the retailer sets, and what a recommendation varies, is
 product's **list price**: the most common unit price among registered buyers in the
 ``list_price_weeks`` weeks with registered sales before the line's week (ties: the higher
 price, the one without a quantity discount). Before the first week with a registered sale
-nothing says more than the product's very first sale: its price stands in for the rest of
-that spell (the same for every line, so it reveals no line's quantity), and the lines of the
-first sale itself take their own price. The discount schedule is the
+nothing says more than the product's first registered sale: its price stands in for the rest of
+that spell (the same for every line, so it reveals no line's quantity), and the lines up to
+that sale take their own price. The discount schedule is the
 product's, from earlier weeks: the mean ratio of a line's price to its list price among
 registered buyers (quantity breaks) and among unregistered buyers (segment price).
 ``list_price_features`` is the one definition of the features derived from the list price;
@@ -285,10 +285,13 @@ def _customer_history(frame: pl.DataFrame) -> pl.DataFrame:
 
 
 def _derived_features(days_since_cap: float) -> list[pl.Expr]:
-    # Before any earlier registered week: the product's first sale's price (its own lines: their own).
-    first_sale = pl.col(WHEN) == pl.col(WHEN).min().over(PRODUCT)
-    first_price = pl.col("unit_price").sort_by("_line").first().over(PRODUCT)
-    list_price = pl.coalesce("_list_price", pl.when(first_sale).then(pl.col("unit_price")).otherwise(first_price))
+    # Before any earlier registered week: the price of the product's first registered sale, for
+    # the lines after it; lines up to it have nothing earlier and keep their own price.
+    registered = pl.col("is_registered") == 1
+    first_registered_when = pl.col(WHEN).filter(registered).min().over(PRODUCT)
+    first_registered_price = pl.col("unit_price").filter(registered).sort_by(pl.col("_line").filter(registered)).first().over(PRODUCT)
+    fallback = pl.when(pl.col(WHEN) > first_registered_when).then(first_registered_price).otherwise(pl.col("unit_price"))
+    list_price = pl.coalesce("_list_price", fallback)
     quantity_fallback = pl.coalesce("_prior_avg_qty", "_market_avg_qty", pl.lit(0.0))
     recent_lines = pl.col("_recent_lines").fill_null(0)
     recent_qty = pl.when(recent_lines > 0).then(pl.col("_recent_qty") / recent_lines).otherwise(None)

@@ -38,13 +38,27 @@ def test_list_price_is_the_modal_registered_price_of_earlier_weeks(featurise):
             sale(invoice="8", when="2011-02-21 10:00", price=3.10, quantity=3),
         ),
     )
-    # week 1: no earlier week, the product's first sale's price (never a line's own tier price);
+    # week 1: no earlier week, the product's first registered sale's price (never a later line's
+    # own tier or segment price);
     # week 2: week 1's mode; week 3: weeks 1-2 give 2.95 x2 vs 2.55 x2, a tie, the higher price;
     # week 8: the last two sale weeks (2, 3): 2.55 x2 vs 3.10 x1 (a quiet month keeps the last
     # known price).
     assert out["list_price"].tolist() == [2.95, 2.95, 2.95, 2.95, 2.95, 2.95, 2.95, 2.55]
     assert out["product_reference_price"].tolist() == pytest.approx([2.95] * 8)
     assert out["list_price_to_reference"].tolist() == pytest.approx([1.0] * 7 + [2.55 / 2.95])
+
+
+def test_before_any_registered_week_an_unregistered_segment_price_sets_no_list_price(featurise):
+    out = featurise(
+        sales(
+            sale(invoice="1", when="2011-01-03 10:00", price=5.79, quantity=1, customer=None),
+            sale(invoice="2", when="2011-01-03 11:00", price=2.55, quantity=48),
+            sale(invoice="3", when="2011-01-04 10:00", price=2.95, quantity=6),
+            sale(invoice="4", when="2011-01-05 10:00", price=6.10, quantity=2, customer=None),
+        ),
+    )
+    # up to the first registered sale: own prices; after it: that sale's price, whatever the line
+    assert out["list_price"].tolist() == [5.79, 2.55, 2.55, 2.55]
 
 
 def test_discount_schedule_of_earlier_weeks(featurise):
@@ -71,7 +85,7 @@ def test_lines_of_one_invoice_do_not_see_each_other(featurise):
             sale(invoice="1", stockcode="A", quantity=7, when="2011-01-03 10:00", price=1.0),
         )
     )
-    assert out["list_price"].tolist() == [9.0, 1.0]  # the first sale itself: each line's own price
+    assert out["list_price"].tolist() == [9.0, 1.0]  # up to the first registered sale: own prices
     assert out["customer_product_lines_before"].tolist() == [0, 0]
     assert out["customer_lines_before"].tolist() == [0, 0]
 
