@@ -1,8 +1,11 @@
-"""dvc stage `assess_model_risk@<stockcode>`: per-group error, group gaps and a pass/fail verdict.
+"""dvc stage `assess_model_risk@<stockcode>`: per-group error, group gaps, price response; a verdict.
 
 Records the verdict (`verdict`: passed / failed / not_assessable; `passed`, `reasons`) and
-exits 0 either way: acting on it (approval
-or rejection) belongs to orchestration.
+exits 0 either way: acting on it (approval or rejection) belongs to orchestration. The
+price-response check (``price_response`` section) judges the demand curve inference drew:
+demand never rising with the list price, the elasticity inside
+``price_response.elasticity_band``, the recommendation inside the evidence; its reasons join
+the fairness reasons, and a failed price response fails the verdict.
 """
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ import json
 
 import pandas as pd
 
+from pricing.demand import judge_price_response
 from pricing.errors import DataValidationError
 from pricing.fairness import assess
 from pricing.layout import Layout, load_params
@@ -20,7 +24,7 @@ def main(argv: list[str]) -> None:
     stockcode = stockcode_arg(argv)
     layout = Layout()
     params = load_params(layout.root)
-    cfg = params["risk"]
+    cfg, price_cfg = params["risk"], params["price_response"]
     results_path, metrics_path = layout.inference_results(stockcode), layout.test_metrics(stockcode)
     for path in (results_path, metrics_path):
         if not path.exists():
@@ -46,11 +50,21 @@ def main(argv: list[str]) -> None:
         confidence_level=float(cfg["confidence_level"]),
         seed=int(params["seed"]),
     )
+    if "price_response" not in test_metrics:
+        raise DataValidationError(f"{metrics_path} has no price_response: re-run inference_primary_model@{stockcode}")
+    price = judge_price_response(
+        test_metrics["price_response"], price_cfg["elasticity_band"], float(price_cfg["rise_tolerance"])
+    )
+    verdict = {**verdict, "passed": verdict["passed"] and price["passed"],
+               "reasons": [*verdict["reasons"], *price["reasons"]], "price_response": price}
+    if not price["passed"]:  # an unsound price response fails the gate, whatever fairness says
+        verdict["verdict"] = verdict["status"] = "failed"
     write_json(layout.risk_metrics(stockcode), {
         "stockcode": stockcode, "model_version": test_metrics.get("model_version"), **verdict,
     })
     status = verdict["verdict"].upper()
-    print(f"assess_model_risk@{stockcode}: {status}", flush=True)
+    print(f"assess_model_risk@{stockcode}: {status} (price response: {price['status']}, recommended "
+          f"list price {price['recommended_price']:.2f})", flush=True)
     for reason in verdict["reasons"]:
         print(f"  - {reason}", flush=True)
 
