@@ -17,6 +17,8 @@ import os
 
 if __name__ == "__main__":  # before Prefect reads its settings
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # The temporary API's first start (database migrations) can exceed Prefect's 20 s on a busy machine.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 
 import argparse
 import contextvars
