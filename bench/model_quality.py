@@ -6,14 +6,17 @@
 For each stockcode, the real `preprocess` stage runs in a temporary directory (params.yaml
 and the repo's `data/processed_df.parquet`; run `dvc repro etl_pipeline` first) with a
 "no drift" verdict written for it, so the benchmark measures model quality whatever the
-drift gate says. Then, on the default split and per seed: the network tuned exactly as
-`tune_primary_model` does (params.yaml's `tune` section, that seed), the two naive baselines
-of the lineage, and a `HistGradientBoostingRegressor` on the same transformed features and
-the same log1p target. Reported on test: RMSLE, MAE (quantity scale), log-MSE, and the
-tuning wall time; mean ± sd over seeds (default: params.yaml's seed and the next two), the
-tutorial's numbers beside 85123A; then, on the first seed, a bootstrap 95 % interval of test
-RMSLE (test rows resampled) for the network, gradient boosting and the price-median
-baseline, and of the network-minus-boosting difference (paired: the same resampled rows).
+drift gate says. Then, on the default split and per seed: the price-monotone network tuned
+exactly as `tune_primary_model` does (params.yaml's `tune` section, that seed), the naive
+baselines of the lineage (none reads the line's quantity-revealing unit price), and a
+`HistGradientBoostingRegressor` on the same transformed features and the same log1p target,
+tuned with its own Optuna study on validation (`--hgb-trials`, seeded TPE over learning rate,
+leaves, leaf size, L2, iterations). `--plain` adds an unconstrained network tuned the same
+way, to price the monotone constraint. Reported on test: RMSLE, MAE (quantity scale),
+log-MSE, and the tuning wall time; mean ± sd over seeds (default: params.yaml's seed and the
+next two), the tutorial's numbers beside 85123A; then, on the first seed, a bootstrap 95 %
+interval of test RMSLE (test rows resampled) for each model, and of the network-minus-
+boosting difference (paired: the same resampled rows).
 """
 from __future__ import annotations
 
@@ -36,6 +39,7 @@ from sklearn.ensemble import HistGradientBoostingRegressor
 
 from pricing.baselines import BASELINES
 from pricing.evaluation import quantity_from_log, regression_metrics
+from pricing.features import price_feature_positions
 from pricing.layout import Layout
 from pricing.training import load_split, read_feature_names, seed_everything
 from pricing.tuning import tune, tune_options
@@ -83,15 +87,37 @@ def bootstrap(y_true: np.ndarray, predictions: dict[str, np.ndarray], n: int, se
     return out
 
 
-def evaluate(stockcode: str, layout: Layout, seeds: list[int], tune_cfg: dict, n_bootstrap: int) -> dict[str, list[dict]]:
+def tuned_boosting(train, val, seed: int, n_trials: int) -> HistGradientBoostingRegressor:
+    """Gradient boosting with its own seeded Optuna search on validation (log1p target)."""
+    def build(trial: optuna.Trial) -> HistGradientBoostingRegressor:
+        return HistGradientBoostingRegressor(
+            learning_rate=trial.suggest_float("learning_rate", 0.01, 0.3, log=True),
+            max_leaf_nodes=trial.suggest_int("max_leaf_nodes", 4, 64, log=True),
+            min_samples_leaf=trial.suggest_int("min_samples_leaf", 5, 100, log=True),
+            l2_regularization=trial.suggest_float("l2_regularization", 1e-4, 10.0, log=True),
+            max_iter=trial.suggest_int("max_iter", 50, 500, log=True),
+            random_state=seed,
+        )
+
+    def objective(trial: optuna.Trial) -> float:
+        model = build(trial).fit(train.x, train.y["log1p_quantity"])
+        return float(np.mean((model.predict(val.x) - val.y["log1p_quantity"].to_numpy()) ** 2))
+
+    study = optuna.create_study(direction="minimize", sampler=optuna.samplers.TPESampler(seed=seed))
+    study.optimize(objective, n_trials=n_trials)
+    return build(optuna.trial.FixedTrial(study.best_params)).fit(train.x, train.y["log1p_quantity"])
+
+
+def evaluate(stockcode: str, layout: Layout, seeds: list[int], tune_cfg: dict, n_bootstrap: int,
+             hgb_trials: int, plain: bool) -> dict[str, list[dict]]:
     names = read_feature_names(layout, stockcode)
     train, val, test = (load_split(layout, stockcode, s, names) for s in ("train", "val", "test"))
     y_test = test.y["quantity"].to_numpy()
-    rows: dict[str, list[dict]] = {"network": [], "hist_gradient_boosting": []}
+    rows: dict[str, list[dict]] = {"network": [], "hist_gradient_boosting": [], **({"plain_network": []} if plain else {})}
     first_predictions: dict[str, np.ndarray] = {}
     for name, cls in BASELINES.items():
-        model = cls().fit(train.x_raw["unit_price"], train.y["quantity"])
-        pred = model.predict(test.x_raw["unit_price"])
+        model = cls().fit(train.x_raw, train.y["quantity"])
+        pred = model.predict(test.x_raw)
         rows[name] = [regression_metrics(y_test, pred)]
         first_predictions[name] = pred
     for seed in seeds:
@@ -99,20 +125,29 @@ def evaluate(stockcode: str, layout: Layout, seeds: list[int], tune_cfg: dict, n
         started = time.perf_counter()
         result = tune(
             train.x, train.y["log1p_quantity"], val.x, val.y["log1p_quantity"],
-            seed=seed, **tune_options(tune_cfg),
+            seed=seed, price_index=price_feature_positions(names), **tune_options(tune_cfg),
         )
         seconds = time.perf_counter() - started
         net_pred = quantity_from_log(result.model.predict_log(test.x))
         net = regression_metrics(y_test, net_pred)
         rows["network"].append({**net, "seconds": seconds, "val_rmsle": result.best_value ** 0.5,
                                 "stopped_by_timeout": result.stopped_by_timeout})
-        hgb = HistGradientBoostingRegressor(random_state=seed).fit(train.x, train.y["log1p_quantity"])
+        hgb = tuned_boosting(train, val, seed, hgb_trials)
         hgb_pred = quantity_from_log(hgb.predict(test.x))
         rows["hist_gradient_boosting"].append(regression_metrics(y_test, hgb_pred))
         if seed == seeds[0]:
             first_predictions.update(network=net_pred, hist_gradient_boosting=hgb_pred)
-        print(f"  {stockcode} seed {seed}: network rmsle {net['rmsle']:.4f} (val {result.best_value ** 0.5:.4f}), "
-              f"gradient boosting {rmsle_of(y_test, hgb_pred):.4f}, tuning {seconds:.1f} s", flush=True)
+        line = (f"  {stockcode} seed {seed}: network rmsle {net['rmsle']:.4f} (val {result.best_value ** 0.5:.4f}), "
+                f"gradient boosting {rmsle_of(y_test, hgb_pred):.4f}, tuning {seconds:.1f} s")
+        if plain:
+            plain_result = tune(train.x, train.y["log1p_quantity"], val.x, val.y["log1p_quantity"],
+                                seed=seed, **tune_options(tune_cfg))
+            plain_pred = quantity_from_log(plain_result.model.predict_log(test.x))
+            rows["plain_network"].append(regression_metrics(y_test, plain_pred))
+            line += f", plain network {rmsle_of(y_test, plain_pred):.4f}"
+            if seed == seeds[0]:
+                first_predictions["plain_network"] = plain_pred
+        print(line, flush=True)
     rows["bootstrap"] = [bootstrap(y_test, first_predictions, n_bootstrap, seeds[0])] if n_bootstrap else []
     rows["first_seed"] = [{name: rmsle_of(y_test, pred) for name, pred in first_predictions.items()}]
     return rows
@@ -131,6 +166,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="default: params.yaml's seed and the next two; the first gets the bootstrap")
     parser.add_argument("--n-trials", type=int, help="override tune.n_trials")
     parser.add_argument("--bootstrap", type=int, default=2000, help="resamples (0: none)")
+    parser.add_argument("--hgb-trials", type=int, default=40, help="Optuna trials for gradient boosting")
+    parser.add_argument("--plain", action="store_true", help="also tune an unconstrained network")
     parser.add_argument("--params", type=Path, default=ROOT / "params.yaml",
                         help="another params file to compare (e.g. a before/after A/B); default the repo's")
     args = parser.parse_args(argv)
@@ -156,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
             sizes = [len(pd.read_parquet(layout.split_target(stockcode, s))) for s in ("train", "val", "test")]
             print(f"{stockcode}: train/val/test {'/'.join(map(str, sizes))}", flush=True)
             table.append((stockcode, sizes, evaluate(stockcode, layout, args.seeds, tune_cfg,
-                                                     args.bootstrap)))
+                                                     args.bootstrap, args.hgb_trials, args.plain)))
 
     print()
     print(f"test metrics, mean±sd over seeds {args.seeds} (baselines are deterministic); "
@@ -166,7 +203,9 @@ def main(argv: list[str] | None = None) -> int:
     print("-" * len(header))
     wins = 0
     for stockcode, _sizes, rows in table:
-        for name in ("network", "hist_gradient_boosting", "price_median", "train_median"):
+        for name in ("network", "plain_network", "hist_gradient_boosting", *BASELINES):
+            if name not in rows:
+                continue
             metrics = rows[name]
             seconds = summary([m["seconds"] for m in metrics]) if name == "network" else ""
             print(f"{stockcode:9} {name:24} {summary([m['rmsle'] for m in metrics]):>13} "

@@ -22,7 +22,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import yaml
 
@@ -52,12 +51,11 @@ FEATURE_COLUMNS = [
     "hour",
     "is_registered",
     "is_uk",
-    "unitprice_squared",
-    "unitprice_log",
-    "product_max_price_all_time",
-    "unitprice_vs_max",
-    "product_avg_price_before",
-    "unitprice_to_avg",
+    "list_price",
+    "product_reference_price",
+    "list_price_to_reference",
+    "registered_price_ratio",
+    "unregistered_price_ratio",
     "product_avg_quantity_last_month",
     "product_recent_quantity",
     "product_recent_lines",
@@ -146,10 +144,60 @@ def _before(groups: pd.DataFrame, key: list[str], column: str) -> pd.Series:
     return groups.groupby(key)[column].cumsum().groupby([groups[k] for k in key]).shift(1)
 
 
-def add_features(sales: pd.DataFrame, recent_window_days: int, days_since_cap: float) -> pd.DataFrame:
+def _week_prices(df: pd.DataFrame, weeks: int) -> pd.DataFrame:
+    """Per (product, week): list price = modal registered price of the product's last `weeks`
+    weeks with registered sales before it (ties: the higher price); reference = mean list price
+    of the earlier weeks; price-to-list ratios of earlier lines by segment."""
+    registered = df[df["is_registered"] == 1]
+    counts = registered.groupby([PRODUCT, "_week", "unit_price"]).size().rename("_n").reset_index()
+    sale_weeks = counts[[PRODUCT, "_week"]].drop_duplicates().sort_values([PRODUCT, "_week"])
+    sale_weeks["_rank"] = sale_weeks.groupby(PRODUCT).cumcount()
+    counts = counts.merge(sale_weeks, on=[PRODUCT, "_week"])
+    spread = pd.concat([counts.assign(_rank=counts["_rank"] + lag) for lag in range(weeks)])
+    window = spread.groupby([PRODUCT, "_rank", "unit_price"])["_n"].sum().reset_index()
+    modal = (
+        window.sort_values([PRODUCT, "_rank", "_n", "unit_price"], ascending=[True, True, False, False])
+        .drop_duplicates([PRODUCT, "_rank"])
+        .rename(columns={"unit_price": "_list_price"})[[PRODUCT, "_rank", "_list_price"]]
+    )
+    weekly = df[[PRODUCT, "_week"]].drop_duplicates().sort_values("_week")
+    weekly = pd.merge_asof(
+        weekly, sale_weeks.sort_values("_week"), on="_week", by=PRODUCT, direction="backward",
+        allow_exact_matches=False,
+    )
+    weekly = (
+        weekly.merge(modal, on=[PRODUCT, "_rank"], how="left").drop(columns="_rank")
+        .sort_values([PRODUCT, "_week"]).reset_index(drop=True)
+    )
+
+    lines = df[[PRODUCT, "_week", "unit_price", "is_registered"]].merge(
+        weekly[[PRODUCT, "_week", "_list_price"]], on=[PRODUCT, "_week"], how="left"
+    )
+    lines["_ratio"] = lines["unit_price"] / lines["_list_price"]
+    for segment, flag in (("reg", 1), ("unreg", 0)):
+        part = lines[lines["is_registered"] == flag].groupby([PRODUCT, "_week"])["_ratio"].agg(["sum", "count"])
+        part.columns = [f"_{segment}_sum", f"_{segment}_n"]
+        weekly = weekly.merge(part.reset_index(), on=[PRODUCT, "_week"], how="left")
+    weekly["_known"] = weekly["_list_price"].notna().astype("int64")
+    weekly["_lp0"] = weekly["_list_price"].fillna(0.0)
+
+    def earlier_mean(total: str, count: str) -> pd.Series:
+        by = weekly.groupby(PRODUCT)
+        n = by[count].transform(lambda c: c.fillna(0).cumsum().shift(1))
+        t = by[total].transform(lambda c: c.fillna(0).cumsum().shift(1))
+        return (t / n).where(n > 0)
+
+    weekly["_reference_price"] = earlier_mean("_lp0", "_known")
+    weekly["_registered_ratio"] = earlier_mean("_reg_sum", "_reg_n")
+    weekly["_unregistered_ratio"] = earlier_mean("_unreg_sum", "_unreg_n")
+    return weekly[[PRODUCT, "_week", "_list_price", "_reference_price", "_registered_ratio", "_unregistered_ratio"]]
+
+
+def add_features(
+    sales: pd.DataFrame, recent_window_days: int, days_since_cap: float, list_price_weeks: int = 2
+) -> pd.DataFrame:
     df = sales.sort_values([WHEN, "invoice_no", PRODUCT], kind="stable").reset_index(drop=True)
     when = df[WHEN]
-    price = df["unit_price"]
 
     # The line itself.
     df["year"] = when.dt.year.astype("int32")
@@ -159,23 +207,18 @@ def add_features(sales: pd.DataFrame, recent_window_days: int, days_since_cap: f
     df["hour"] = when.dt.hour.astype("int8")
     df["is_registered"] = df[CUSTOMER].notna().astype("int8")
     df["is_uk"] = (df["country"] == UK).astype("int8")
-    df["unitprice_squared"] = price**2
-    df["unitprice_log"] = np.log(price)
     df["_month_start"] = when.dt.to_period("M").dt.start_time
+    df["_week"] = when.dt.to_period("W-SUN").dt.start_time  # the Monday of the line's week
 
-    # The product before this timestamp: max and mean price, mean quantity, trailing window.
+    # The product's list price and discount schedule, from earlier weeks.
+    week_prices = _week_prices(df, list_price_weeks)
+
+    # The product before this timestamp: mean quantity, trailing window.
     product = (
         df.groupby([PRODUCT, WHEN])
-        .agg(
-            _qty=("quantity", "sum"),
-            _lines=("quantity", "size"),
-            _max_price=("unit_price", "max"),
-            _price_sum=("unit_price", "sum"),
-        )
+        .agg(_qty=("quantity", "sum"), _lines=("quantity", "size"))
         .reset_index()
     )
-    product["_prior_max_price"] = product.groupby(PRODUCT)["_max_price"].cummax().groupby(product[PRODUCT]).shift(1)
-    product["_prior_avg_price"] = _before(product, [PRODUCT], "_price_sum") / _before(product, [PRODUCT], "_lines")
     product["_prior_avg_qty"] = _before(product, [PRODUCT], "_qty") / _before(product, [PRODUCT], "_lines")
     recent = (
         product.set_index(WHEN)
@@ -219,28 +262,33 @@ def add_features(sales: pd.DataFrame, recent_window_days: int, days_since_cap: f
     customer["_c_lines"] = _before(customer, [CUSTOMER], "_lines")
     customer["_c_spend"] = _before(customer, [CUSTOMER], "_spend")
 
-    product_cols = ["_prior_max_price", "_prior_avg_price", "_prior_avg_qty", "_recent_qty", "_recent_lines"]
+    product_cols = ["_prior_avg_qty", "_recent_qty", "_recent_lines"]
     cp_cols = ["_cp_lines", "_cp_last_qty", "_cp_mean_qty", "_cp_days_since"]
     customer_cols = ["_c_invoices", "_c_lines", "_c_spend"]
     df = (
-        df.merge(product[[PRODUCT, WHEN, *product_cols]], on=[PRODUCT, WHEN], how="left")
+        df.merge(week_prices, on=[PRODUCT, "_week"], how="left")
+        .merge(product[[PRODUCT, WHEN, *product_cols]], on=[PRODUCT, WHEN], how="left")
         .merge(last_month, on=[PRODUCT, "_month_start"], how="left")
         .merge(market[[WHEN, "_market_avg_qty"]], on=WHEN, how="left")
         .merge(cp[[*cp_key, WHEN, *cp_cols]], on=[*cp_key, WHEN], how="left")
         .merge(customer[[CUSTOMER, WHEN, *customer_cols]], on=[CUSTOMER, WHEN], how="left")
     )
 
-    # Derived features; the line's own price may count (it is the price being set).
-    price = df["unit_price"]
-    max_price = df[["_prior_max_price", "unit_price"]].max(axis=1)
-    avg_price = df["_prior_avg_price"].fillna(price)
+    # Derived features. Before any earlier registered week, the list price is the price of the
+    # product's first sale (the lines of that sale: their own price).
+    first_when = df.groupby(PRODUCT)[WHEN].transform("min")
+    first_price = df.groupby(PRODUCT)["unit_price"].transform("first")  # df is in line order
+    fallback = df["unit_price"].where(df[WHEN] == first_when, first_price)
+    list_price = df["_list_price"].fillna(fallback)
+    reference = df["_reference_price"].fillna(list_price)
     quantity_fallback = df["_prior_avg_qty"].fillna(df["_market_avg_qty"]).fillna(0.0)
     recent_lines = df["_recent_lines"].fillna(0)
     recent_qty = (df["_recent_qty"] / recent_lines).where(recent_lines > 0)
-    df["product_max_price_all_time"] = max_price
-    df["unitprice_vs_max"] = price / max_price
-    df["product_avg_price_before"] = avg_price
-    df["unitprice_to_avg"] = price / avg_price
+    df["list_price"] = list_price
+    df["product_reference_price"] = reference
+    df["list_price_to_reference"] = list_price / reference
+    df["registered_price_ratio"] = df["_registered_ratio"].fillna(1.0)
+    df["unregistered_price_ratio"] = df["_unregistered_ratio"].fillna(1.0)
     df["product_avg_quantity_last_month"] = df["_last_month_avg_qty"].fillna(quantity_fallback)
     df["product_recent_quantity"] = recent_qty.fillna(quantity_fallback)
     df["product_recent_lines"] = recent_lines.astype("int64")
@@ -257,7 +305,9 @@ def add_features(sales: pd.DataFrame, recent_window_days: int, days_since_cap: f
 # -- the stage ----------------------------------------------------------------------------
 def run_etl(raw: pd.DataFrame, etl_params: dict) -> tuple[pd.DataFrame, dict]:
     cleaned, report = clean(raw, etl_params["non_product_codes"], etl_params["non_product_prefixes"])
-    processed = add_features(cleaned, etl_params["recent_window_days"], etl_params["days_since_cap"])
+    processed = add_features(
+        cleaned, etl_params["recent_window_days"], etl_params["days_since_cap"], etl_params["list_price_weeks"]
+    )
     metrics = {
         "raw": profile_raw(raw),
         "lines_in": report["lines_in"],

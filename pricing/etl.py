@@ -122,11 +122,18 @@ def impute_descriptions(frame: pl.DataFrame) -> tuple[pl.DataFrame, int]:
 
 
 def run_etl(
-    raw: pl.DataFrame, rules: CleaningRules, recent_window_days: int, days_since_cap: float
+    raw: pl.DataFrame,
+    rules: CleaningRules,
+    recent_window_days: int,
+    days_since_cap: float,
+    list_price_weeks: int = 2,
 ) -> tuple[pl.DataFrame, dict]:
     """Clean ``raw`` and engineer the leak-free features; return the frame and its metrics."""
     cleaned, report = clean(raw, rules)
-    processed = add_features(cleaned, recent_window_days=recent_window_days, days_since_cap=days_since_cap)
+    processed = add_features(
+        cleaned, recent_window_days=recent_window_days, days_since_cap=days_since_cap,
+        list_price_weeks=list_price_weeks,
+    )
     metrics = {
         "raw": profile_raw(raw, report.removed["exact_duplicates"]),
         **report.as_dict(),

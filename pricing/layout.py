@@ -79,6 +79,14 @@ class Layout:
     def model_checkpoint(self, stockcode: str) -> Path:
         return self.root / "models" / "production" / f"dfn_best_{stockcode}.pth"
 
+    def portable_model_arrays(self, stockcode: str) -> Path:
+        """The checkpoint's network as plain arrays (``.npz``, no pickles): ``pricing/portable.py``."""
+        return self.root / "models" / "production" / f"dfn_best_{stockcode}.npz"
+
+    def portable_model_spec(self, stockcode: str) -> Path:
+        """Layer plan, transformer parameters and feature order of the portable model (JSON)."""
+        return self.root / "models" / "production" / f"dfn_best_{stockcode}.json"
+
     def val_metrics(self, stockcode: str) -> Path:
         return self.root / "metrics" / f"dfn_val_{stockcode}.json"
 
@@ -94,6 +102,15 @@ class Layout:
 
     def shap_values(self, stockcode: str) -> Path:
         return self.root / "data" / f"shap_values_{stockcode}.parquet"
+
+    @property
+    def demand_curves_dir(self) -> Path:
+        """One CSV per product; dvc.yaml's top-level plot draws every file in it."""
+        return self.root / "plots" / "demand_curves"
+
+    def demand_curve(self, stockcode: str) -> Path:
+        """Demand and revenue per line against the list price, the recommended price marked."""
+        return self.demand_curves_dir / f"{stockcode}.csv"
 
     def shap_importance(self, stockcode: str) -> Path:
         return self.root / "plots" / f"shap_importance_{stockcode}.csv"

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from pricing.errors import DataValidationError
+from pricing.features import LIST_PRICE
 
 OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
     "adam": torch.optim.Adam,
@@ -191,7 +192,7 @@ class SplitData:
     """One split of ``preprocess@<sc>``: model input, raw features, target and row identifiers."""
 
     x: pd.DataFrame  # transformed features, columns == feature_names
-    x_raw: pd.DataFrame  # engineered features before transformation (unit_price, is_registered, …)
+    x_raw: pd.DataFrame  # engineered features before transformation (list_price, is_registered, …)
     y: pd.DataFrame  # quantity, log1p_quantity
     meta: pd.DataFrame | None
 
@@ -229,8 +230,8 @@ def load_split(layout, stockcode: str, split: str, feature_names: list[str]) -> 
     for column in ("quantity", "log1p_quantity"):
         if column not in y.columns:
             raise DataValidationError(f"y_{split} lacks column {column!r}")
-    if "unit_price" not in x_raw.columns:
-        raise DataValidationError(f"X_{split}_raw lacks column 'unit_price'")
+    if LIST_PRICE not in x_raw.columns:
+        raise DataValidationError(f"X_{split}_raw lacks column {LIST_PRICE!r}")
     lengths = {len(x), len(x_raw), len(y)} | ({len(meta)} if meta is not None else set())
     if len(lengths) != 1:
         raise DataValidationError(f"{split} files have different row counts: {sorted(lengths)}")

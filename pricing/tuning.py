@@ -15,7 +15,7 @@ the result depends on machine speed, and ``TuningResult.stopped_by_timeout`` say
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,7 +23,7 @@ import numpy as np
 import optuna
 
 from pricing.errors import DataValidationError
-from pricing.model import DemandEnsemble, DemandNet, ensemble_hparams, hparams_of
+from pricing.model import DemandEnsemble, Network, build_model, ensemble_hparams, hparams_of
 from pricing.training import LOSSES, OPTIMIZERS, seed_everything, train_model
 
 DEFAULT_SPACE: dict[str, Any] = {
@@ -34,6 +34,7 @@ DEFAULT_SPACE: dict[str, Any] = {
     "optimizers": ["adam", "adamw", "rmsprop", "sgd", "adamax", "radam"],
     "batch_sizes": [16, 32, 64, 128],
     "batch_norm": [False, True],
+    "price_units": [4, 16],
 }
 # Optional keys of a space (absent: the value after the colon, and nothing is sampled, so a
 # space without them draws exactly the trials it always did):
@@ -62,7 +63,7 @@ def tune_options(section: Mapping[str, Any]) -> dict[str, Any]:
 
 @dataclass
 class TuningResult:
-    model: DemandNet | DemandEnsemble  # best trial's network (or the top-k's mean), eval mode
+    model: Network  # best trial's network (or the top-k's mean), eval mode
     hparams: dict[str, Any]
     best_value: float  # validation MSE on the log1p scale (of the ensemble, if one)
     best_trial: int
@@ -75,8 +76,11 @@ class TuningResult:
     seconds: float = 0.0
 
 
-def suggest_hparams(trial: optuna.Trial, n_features: int, space: Mapping[str, Any]) -> dict[str, Any]:
-    """Draw one configuration from ``space`` (see ``DEFAULT_SPACE`` for the keys)."""
+def suggest_hparams(
+    trial: optuna.Trial, n_features: int, space: Mapping[str, Any], price_index: Sequence[int] | None = None
+) -> dict[str, Any]:
+    """Draw one configuration from ``space`` (see ``DEFAULT_SPACE`` for the keys). With
+    ``price_index`` the network is price-monotone and ``price_units`` sizes its price path."""
     lo_layers, hi_layers = (int(v) for v in space["n_layers"])
     lo_units, hi_units = (int(v) for v in space["n_units"])
     lo_drop, hi_drop = (float(v) for v in space["dropout"])
@@ -88,11 +92,17 @@ def suggest_hparams(trial: optuna.Trial, n_features: int, space: Mapping[str, An
     units = [trial.suggest_int(f"n_units_l{i}", lo_units, hi_units, log=True) for i in range(n_layers)]
     drops = [trial.suggest_float(f"dropout_l{i}", lo_drop, hi_drop) for i in range(n_layers)]
     batch_norm_choices = [bool(b) for b in space.get("batch_norm", [False])]
+    price_units = 8
+    if price_index is not None:
+        lo_price, hi_price = (int(v) for v in space.get("price_units", DEFAULT_SPACE["price_units"]))
+        price_units = trial.suggest_int("price_units", lo_price, hi_price, log=True)
     hp = hparams_of(
         n_features,
         units,
         drops,
         trial.suggest_categorical("batch_norm", batch_norm_choices),
+        price_index=price_index,
+        price_units=price_units,
         optimizer=trial.suggest_categorical("optimizer", list(space["optimizers"])),
         lr=trial.suggest_float("lr", lo_lr, hi_lr, log=True),
         batch_size=trial.suggest_categorical("batch_size", [int(b) for b in space["batch_sizes"]]),
@@ -147,10 +157,14 @@ def tune(
     threads: int | None = 1,
     progress: Callable[[str], None] | None = None,
     ensemble_size: int = 1,
+    price_index: Sequence[int] | None = None,
 ) -> TuningResult:
     """Search ``space`` for ``n_trials`` trials; return the best trial's trained network, or
     with ``ensemble_size`` k > 1 the mean of the k best trials' networks (each at its best
-    epoch; chosen by validation MSE, like the single best)."""
+    epoch; chosen by validation MSE, like the single best).
+
+    ``price_index``: positions of the list-price features; every trial's network is then
+    non-increasing in them (``PriceMonotoneNet``). ``None``: plain networks."""
     if int(ensemble_size) < 1:
         raise DataValidationError(f"ensemble_size must be >= 1, got {ensemble_size}")
     space = {**DEFAULT_SPACE, **(space or {})}
@@ -165,7 +179,7 @@ def tune(
         if not np.isfinite(arr).all():
             raise DataValidationError(f"{name} features contain NaN or infinite values")
 
-    # the network bounds its inputs to the train range (see DemandNet); validate on that too
+    # the network bounds its inputs to the train range (see InputRange); validate on that too
     x_val = np.clip(x_val, x_train.min(axis=0), x_train.max(axis=0))
 
     sampler = optuna.samplers.TPESampler(seed=int(seed))
@@ -179,10 +193,10 @@ def tune(
     started = time.perf_counter()
 
     def objective(trial: optuna.Trial) -> float:
-        hp = suggest_hparams(trial, n_features, space)
+        hp = suggest_hparams(trial, n_features, space, price_index)
         trial_seed = int(seed) + trial.number
         seed_everything(trial_seed, threads)
-        model = DemandNet(n_features, hp["hidden_units"], hp["dropouts"], hp["batch_norm"])
+        model = build_model(hp)
         model.set_input_range(x_train)
 
         def report(epoch: int, val_loss: float) -> None:

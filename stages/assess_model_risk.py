@@ -1,7 +1,10 @@
-"""dvc stage `assess_model_risk@<stockcode>`: per-group error, group gaps and a pass/fail verdict.
+"""dvc stage `assess_model_risk@<stockcode>`: per-group error, group gaps, price response; a verdict.
 
 Records the verdict (`passed`, `reasons`) and exits 0 either way: acting on it (approval
-or rejection) belongs to orchestration.
+or rejection) belongs to orchestration. The price-response check (``price_response``
+section) judges the demand curve inference drew: demand never rising with the list price,
+the elasticity inside ``price_response.elasticity_band``, the recommendation inside the
+evidence; its reasons join the fairness reasons.
 """
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ import json
 
 import pandas as pd
 
+from pricing.demand import judge_price_response
 from pricing.errors import DataValidationError
 from pricing.fairness import assess
 from pricing.layout import Layout, load_params
@@ -18,7 +22,8 @@ from stages.common import run_stage, stockcode_arg, write_json
 def main(argv: list[str]) -> None:
     stockcode = stockcode_arg(argv)
     layout = Layout()
-    cfg = load_params(layout.root)["risk"]
+    params = load_params(layout.root)
+    cfg, price_cfg = params["risk"], params["price_response"]
     results_path, metrics_path = layout.inference_results(stockcode), layout.test_metrics(stockcode)
     for path in (results_path, metrics_path):
         if not path.exists():
@@ -41,11 +46,19 @@ def main(argv: list[str]) -> None:
         baseline_rmsle={name: m["rmsle"] for name, m in test_metrics.get("baselines", {}).items()},
         require_beat_baseline=bool(cfg.get("require_beat_baseline", True)),
     )
+    if "price_response" not in test_metrics:
+        raise DataValidationError(f"{metrics_path} has no price_response: re-run inference_primary_model@{stockcode}")
+    price = judge_price_response(
+        test_metrics["price_response"], price_cfg["elasticity_band"], float(price_cfg["rise_tolerance"])
+    )
+    verdict = {**verdict, "passed": verdict["passed"] and price["passed"],
+               "reasons": [*verdict["reasons"], *price["reasons"]], "price_response": price}
     write_json(layout.risk_metrics(stockcode), {
         "stockcode": stockcode, "model_version": test_metrics.get("model_version"), **verdict,
     })
     status = "PASSED" if verdict["passed"] else "FAILED"
-    print(f"assess_model_risk@{stockcode}: {status}", flush=True)
+    print(f"assess_model_risk@{stockcode}: {status} (price response: {price['status']}, recommended "
+          f"list price {price['recommended_price']:.2f})", flush=True)
     for reason in verdict["reasons"]:
         print(f"  - {reason}", flush=True)
 

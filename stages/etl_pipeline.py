@@ -23,6 +23,7 @@ def main(argv: list[str]) -> None:
         CleaningRules(etl["non_product_codes"], etl["non_product_prefixes"]),
         recent_window_days=etl["recent_window_days"],
         days_since_cap=etl["days_since_cap"],
+        list_price_weeks=etl["list_price_weeks"],
     )
     metrics = {"input_path": data["input_path"], **metrics}
     # Written only now that everything succeeded: a failure leaves the last outputs in place.

@@ -1,21 +1,29 @@
-"""dvc stage `inference_primary_model@<stockcode>`: test metrics, predictions and SHAP.
+"""dvc stage `inference_primary_model@<stockcode>`: test metrics, predictions, SHAP, demand curve.
 
 Loads the checkpoint safely (CPU, weights only), refuses one whose feature names or
 transformer hash differ from the current preprocess outputs, predicts every test row, and
-explains the predictions with DeepSHAP against a seeded background of train rows.
+explains the predictions with DeepSHAP against a seeded background of train rows. Checks
+that the portable (NumPy) model predicts what the network does. Draws the product's demand
+and revenue curves over its list price (``pricing/demand.py``) on its most recent lines, with
+the evidence and the recommended price; the risk stage judges them.
 """
 from __future__ import annotations
 
+import joblib
 import numpy as np
 import pandas as pd
 
-from pricing.baselines import baseline_metrics
+from pricing.baselines import baseline_metrics, baseline_summary
+from pricing.demand import context_lines, price_evidence, price_response
 from pricing.errors import DataValidationError
 from pricing.evaluation import quantity_from_log, regression_metrics
 from pricing.explain import beeswarm_points, explain, importance
-from pricing.layout import Layout, load_params
+from pricing.layout import SPLITS, Layout, load_params
+from pricing.features import LIST_PRICE
 from pricing.model import load_checkpoint, model_version
+from pricing.portable import PortableModel
 from pricing.training import file_md5, load_split, read_feature_names, seed_everything
+from pricing.transform import transform
 from stages.common import atomic_path, run_stage, stockcode_arg, write_json
 
 
@@ -29,11 +37,49 @@ def write_csv(frame: pd.DataFrame, target) -> None:
         frame.to_csv(tmp, index=False, float_format="%.6g")
 
 
+# The NumPy forward runs the same float32 weights; only summation order may differ.
+PORTABLE_TOLERANCE = 1e-5
+
+
+def portable_difference(layout: Layout, stockcode: str, model, test) -> float:
+    """Max |portable − torch| on the test split (log1p scale); refuses a portable model that differs."""
+    for path in (layout.portable_model_arrays(stockcode), layout.portable_model_spec(stockcode)):
+        if not path.exists():
+            raise DataValidationError(f"{path} is missing: run tune_primary_model@{stockcode} first")
+    portable = PortableModel.load(layout.portable_model_arrays(stockcode), layout.portable_model_spec(stockcode))
+    raw = test.x_raw[portable.raw_features].to_numpy(dtype=np.float64)
+    gap = float(np.abs(portable.predict_log(portable.model_input(raw)) - model.predict_log(test.x)).max())
+    if gap > PORTABLE_TOLERANCE:
+        raise DataValidationError(f"the portable model differs from the checkpoint by {gap:.2e}: re-tune")
+    return gap
+
+
+def demand_and_revenue(layout: Layout, stockcode: str, model, splits, cfg):
+    """The price response of the product's most recent lines, over the evidence of all its lines."""
+    transformer = joblib.load(layout.transformer(stockcode))
+    columns = list(splits["test"].x_raw.columns)
+
+    def predict(raw: np.ndarray) -> np.ndarray:
+        return quantity_from_log(model.predict_log(transform(transformer, pd.DataFrame(raw, columns=columns))))
+
+    if any(part.meta is None for part in splits.values()):
+        raise DataValidationError(f"the price evidence needs the line dates: re-run preprocess@{stockcode}")
+    evidence = price_evidence(
+        np.concatenate([part.x_raw[LIST_PRICE].to_numpy() for part in splits.values()]),
+        pd.concat([part.meta["invoice_date"] for part in splits.values()]),
+        min_weeks=int(cfg["min_weeks_at_price"]),
+    )
+    return price_response(
+        context_lines(splits["test"].x_raw, int(cfg["context_lines"])), evidence, predict, columns,
+        n_points=int(cfg["grid_points"]), diagnostic_span=float(cfg["diagnostic_span"]),
+    )
+
+
 def main(argv: list[str]) -> None:
     stockcode = stockcode_arg(argv)
     layout = Layout()
     params = load_params(layout.root)
-    seed, cfg = int(params["seed"]), params["inference"]
+    seed, cfg, price_cfg = int(params["seed"]), params["inference"], params["price_response"]
     attribute = params["risk"]["sensitive_attribute"]
     seed_everything(seed, params.get("tune", {}).get("torch_threads", 1))
 
@@ -50,8 +96,8 @@ def main(argv: list[str]) -> None:
         raise DataValidationError(
             f"the checkpoint expects transformer md5 {payload['transformer_md5']}, found {transformer_md5}: re-tune"
         )
-    train = load_split(layout, stockcode, "train", names)
-    test = load_split(layout, stockcode, "test", names)
+    splits = {split: load_split(layout, stockcode, split, names) for split in SPLITS}
+    train, test = splits["train"], splits["test"]
     if attribute not in test.x_raw.columns:
         raise DataValidationError(f"sensitive attribute {attribute!r} is not among the raw test features")
 
@@ -59,15 +105,16 @@ def main(argv: list[str]) -> None:
     y_pred = quantity_from_log(pred_log)
     y_true = test.y["quantity"].to_numpy()
     metrics = regression_metrics(y_true, y_pred)
-    baselines = baseline_metrics(
-        train.x_raw["unit_price"], train.y["quantity"], test.x_raw["unit_price"], test.y["quantity"]
-    )
+    baselines = baseline_metrics(train.x_raw, train.y["quantity"], test.x_raw, test.y["quantity"])
+    portable_gap = portable_difference(layout, stockcode, model, test)
+    response = demand_and_revenue(layout, stockcode, model, splits, price_cfg)
+    summary = response.summary()
 
     results = pd.DataFrame({
         "y_true": y_true,
         "y_pred": y_pred,
         "y_pred_log1p": np.clip(pred_log, 0.0, None),
-        "unit_price": test.x_raw["unit_price"].to_numpy(dtype=np.float64),
+        LIST_PRICE: test.x_raw[LIST_PRICE].to_numpy(dtype=np.float64),
         attribute: test.x_raw[attribute].to_numpy(),
     })
     if test.meta is not None:
@@ -98,6 +145,8 @@ def main(argv: list[str]) -> None:
         **metrics,  # mse (log scale), mae, rmsle (quantity scale), n_rows
         "model_version": model_version(data, stockcode),
         "baselines": baselines,
+        "portable_model": {"max_abs_difference_log1p": portable_gap, "tolerance": PORTABLE_TOLERANCE},
+        "price_response": summary,
         "shap": {
             "explainer": "DeepExplainer",
             "output_scale": "log1p(quantity)",
@@ -112,12 +161,15 @@ def main(argv: list[str]) -> None:
     write_parquet(shap_frame, layout.shap_values(stockcode))
     write_csv(ranking, layout.shap_importance(stockcode))
     write_csv(points, layout.shap_beeswarm(stockcode))
+    write_csv(response.table(), layout.demand_curve(stockcode))
     write_json(layout.test_metrics(stockcode), payload_out)
     print(
         f"inference_primary_model@{stockcode}: {metrics['n_rows']} test rows, rmsle {metrics['rmsle']:.4f}, "
-        f"mae {metrics['mae']:.2f}, log-mse {metrics['mse']:.4f} (baselines: train median "
-        f"{baselines['train_median']['rmsle']:.4f}, price median {baselines['price_median']['rmsle']:.4f}); "
-        f"top SHAP features: {', '.join(ranking['feature'].head(3))}",
+        f"mae {metrics['mae']:.2f}, log-mse {metrics['mse']:.4f} (baselines: {baseline_summary(baselines)}); "
+        f"top SHAP features: {', '.join(ranking['feature'].head(3))}; recommended list price "
+        f"{summary['recommended_price']:.2f} (current {summary['current_price']:.2f}"
+        f"{', ' + ', '.join(summary['flags']) if summary['flags'] else ''}; "
+        f"{summary['evidence']['list_price_changes']} list-price changes)",
         flush=True,
     )
 

@@ -1,20 +1,25 @@
 """dvc stage `tune_primary_model@<stockcode>`: Optuna search for the demand network, scored on val.
 
 Writes the best network's checkpoint (weights, hyper-parameters, feature names, the md5 of
-the transformer it expects), the validation metrics beside the two naive baselines, and the
-trial history (a DVC plot). The test split is not read here.
+the transformer it expects), the same network and the fitted transformer in a portable form
+(npz + json, no pickles: what a torch-free price API loads), the validation metrics beside
+the naive baselines, and the trial history (a DVC plot). Every network is price-monotone:
+its list-price features go through a non-increasing price path. The test split is not read here.
 """
 from __future__ import annotations
 
 import csv
 from datetime import datetime, timezone
 
+import joblib
 import optuna
 
-from pricing.baselines import baseline_metrics
+from pricing.baselines import baseline_metrics, baseline_summary
 from pricing.evaluation import quantity_from_log, regression_metrics
 from pricing.layout import Layout, load_params
-from pricing.model import checkpoint_bytes, model_version
+from pricing.features import price_feature_positions
+from pricing.model import checkpoint_bytes, model_version, portable_network
+from pricing.portable import portable_model
 from pricing.training import file_md5, load_split, read_feature_names, seed_everything
 from pricing.tuning import tune, tune_options
 from stages.common import atomic_path, run_stage, stockcode_arg, write_json
@@ -40,15 +45,19 @@ def main(argv: list[str]) -> None:
           f"{len(names)} features, {cfg['n_trials']} trials (timeout {cfg.get('timeout')} s)", flush=True)
     result = tune(
         train.x, train.y["log1p_quantity"], val.x, val.y["log1p_quantity"],
-        seed=seed, progress=lambda line: print(line, flush=True), **tune_options(cfg),
+        seed=seed, progress=lambda line: print(line, flush=True),
+        price_index=price_feature_positions(names), **tune_options(cfg),
     )
 
     data = checkpoint_bytes(result.model, result.hparams, names, transformer_md5, stockcode)
     version = model_version(data, stockcode)
     val_pred = quantity_from_log(result.model.predict_log(val.x))
     metrics = regression_metrics(val.y["quantity"], val_pred)
-    baselines = baseline_metrics(
-        train.x_raw["unit_price"], train.y["quantity"], val.x_raw["unit_price"], val.y["quantity"]
+    baselines = baseline_metrics(train.x_raw, train.y["quantity"], val.x_raw, val.y["quantity"])
+    portable = portable_model(
+        portable_network(result.model, names), joblib.load(layout.transformer(stockcode)),
+        {"stockcode": stockcode, "model_version": version, "target": "log1p_quantity",
+         "transformer_md5": transformer_md5},
     )
     hp = result.hparams
     payload = {
@@ -77,6 +86,9 @@ def main(argv: list[str]) -> None:
 
     with atomic_path(layout.model_checkpoint(stockcode)) as tmp:
         tmp.write_bytes(data)
+    with atomic_path(layout.portable_model_arrays(stockcode)) as arrays, \
+            atomic_path(layout.portable_model_spec(stockcode)) as spec:
+        portable.save(arrays, spec)
     with atomic_path(layout.tuning_history(stockcode)) as tmp:
         with tmp.open("w", newline="") as handle:
             param_fields = sorted({k for row in result.history for k in row} - set(HISTORY_FIELDS))
@@ -87,8 +99,7 @@ def main(argv: list[str]) -> None:
     write_json(layout.val_metrics(stockcode), payload)
     print(
         f"tune_primary_model@{stockcode}: best trial #{result.best_trial}, val rmsle "
-        f"{metrics['rmsle']:.4f} (baselines: train median {baselines['train_median']['rmsle']:.4f}, "
-        f"price median {baselines['price_median']['rmsle']:.4f}); {version}; {result.seconds:.1f} s",
+        f"{metrics['rmsle']:.4f} (baselines: {baseline_summary(baselines)}); {version}; {result.seconds:.1f} s",
         flush=True,
     )
 

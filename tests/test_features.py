@@ -5,7 +5,7 @@ import pytest
 from sales_factory import sale, sales
 
 from bench import pandas_reference
-from pricing.features import FEATURE_COLUMNS, add_features
+from pricing.features import FEATURE_COLUMNS, PRICE_DERIVED_COLUMNS, add_features
 from pricing.layout import load_params
 
 
@@ -23,20 +23,45 @@ def featurise(request):
     return request.param
 
 
-def test_price_features_use_only_earlier_lines(featurise):
+def test_list_price_is_the_modal_registered_price_of_earlier_weeks(featurise):
+    # 2011-01-03 is a Monday. Week 1: the list price 2.95 twice, the quantity-break price 2.55
+    # once, an unregistered buyer at 5.79; later weeks sell at tier prices only.
     out = featurise(
         sales(
-            sale(invoice="1", when="2011-01-03 10:00", price=2.0),
-            sale(invoice="2", when="2011-01-04 10:00", price=4.0),
-            sale(invoice="3", when="2011-01-05 10:00", price=3.0),
-        )
+            sale(invoice="1", when="2011-01-03 10:00", price=2.95, quantity=6),
+            sale(invoice="2", when="2011-01-04 10:00", price=2.55, quantity=32),
+            sale(invoice="3", when="2011-01-05 10:00", price=2.95, quantity=4),
+            sale(invoice="4", when="2011-01-06 10:00", price=5.79, quantity=1, customer=None),
+            sale(invoice="5", when="2011-01-10 10:00", price=2.55, quantity=48),
+            sale(invoice="6", when="2011-01-17 10:00", price=2.55, quantity=40),
+            sale(invoice="7", when="2011-01-17 11:00", price=3.10, quantity=2),
+            sale(invoice="8", when="2011-02-21 10:00", price=3.10, quantity=3),
+        ),
     )
-    assert out["product_max_price_all_time"].tolist() == [2.0, 4.0, 4.0]
-    assert out["unitprice_vs_max"].tolist() == [1.0, 1.0, 0.75]
-    assert out["product_avg_price_before"].tolist() == [2.0, 2.0, 3.0]
-    assert out["unitprice_to_avg"].tolist() == [1.0, 2.0, 1.0]
-    assert out["unitprice_log"].tolist() == pytest.approx([math.log(2), math.log(4), math.log(3)])
-    assert out["unitprice_squared"].tolist() == [4.0, 16.0, 9.0]
+    # week 1: no earlier week, the product's first sale's price (never a line's own tier price);
+    # week 2: week 1's mode; week 3: weeks 1-2 give 2.95 x2 vs 2.55 x2, a tie, the higher price;
+    # week 8: the last two sale weeks (2, 3): 2.55 x2 vs 3.10 x1 (a quiet month keeps the last
+    # known price).
+    assert out["list_price"].tolist() == [2.95, 2.95, 2.95, 2.95, 2.95, 2.95, 2.95, 2.55]
+    assert out["product_reference_price"].tolist() == pytest.approx([2.95] * 8)
+    assert out["list_price_to_reference"].tolist() == pytest.approx([1.0] * 7 + [2.55 / 2.95])
+
+
+def test_discount_schedule_of_earlier_weeks(featurise):
+    out = featurise(
+        sales(
+            sale(invoice="1", when="2011-01-03 10:00", price=2.0, quantity=6),
+            sale(invoice="2", when="2011-01-10 10:00", price=2.0, quantity=6),
+            sale(invoice="3", when="2011-01-11 10:00", price=1.5, quantity=50),
+            sale(invoice="4", when="2011-01-12 10:00", price=4.0, quantity=1, customer=None),
+            sale(invoice="5", when="2011-01-17 10:00", price=2.0, quantity=6),
+        ),
+    )
+    # week 1 has no list price known before it (the first sale's price stands in; ratios not counted);
+    # week 2's list price is 2.0: registered ratios 1.0 and 0.75, unregistered 2.0
+    assert out["list_price"].tolist() == [2.0, 2.0, 2.0, 2.0, 2.0]
+    assert out["registered_price_ratio"].tolist() == pytest.approx([1.0, 1.0, 1.0, 1.0, 0.875])
+    assert out["unregistered_price_ratio"].tolist() == pytest.approx([1.0, 1.0, 1.0, 1.0, 2.0])
 
 
 def test_lines_of_one_invoice_do_not_see_each_other(featurise):
@@ -46,7 +71,7 @@ def test_lines_of_one_invoice_do_not_see_each_other(featurise):
             sale(invoice="1", stockcode="A", quantity=7, when="2011-01-03 10:00", price=1.0),
         )
     )
-    assert out["product_max_price_all_time"].tolist() == [9.0, 1.0]
+    assert out["list_price"].tolist() == [9.0, 1.0]  # the first sale itself: each line's own price
     assert out["customer_product_lines_before"].tolist() == [0, 0]
     assert out["customer_lines_before"].tolist() == [0, 0]
 
@@ -100,6 +125,8 @@ def test_every_feature_is_filled(featurise):
     assert int(out[FEATURE_COLUMNS].isna().sum().sum()) == 0
 
 
-def test_model_features_exist_in_the_processed_data():
+def test_model_features_exist_in_the_processed_data_and_never_read_the_line_price():
     features = load_params()["features"]
-    assert set(features["numeric"]) | set(features["categorical"]) <= set(FEATURE_COLUMNS) | {"unit_price"}
+    assert set(features["numeric"]) | set(features["categorical"]) <= set(FEATURE_COLUMNS)
+    assert "unit_price" not in features["numeric"]
+    assert set(PRICE_DERIVED_COLUMNS) <= set(features["numeric"])

@@ -20,6 +20,8 @@ def expected_paths(layout: Layout, stockcode: str) -> dict[str, set[Path]]:
         f"preprocess@{stockcode}": {layout.preprocessed_dir(stockcode), layout.data_metrics(stockcode)},
         f"tune_primary_model@{stockcode}": {
             layout.model_checkpoint(stockcode),
+            layout.portable_model_arrays(stockcode),
+            layout.portable_model_spec(stockcode),
             layout.val_metrics(stockcode),
             layout.tuning_history(stockcode),
         },
@@ -29,6 +31,7 @@ def expected_paths(layout: Layout, stockcode: str) -> dict[str, set[Path]]:
             layout.shap_values(stockcode),
             layout.shap_importance(stockcode),
             layout.shap_beeswarm(stockcode),
+            layout.demand_curve(stockcode),
         },
         f"assess_model_risk@{stockcode}": {layout.risk_metrics(stockcode)},
     }

@@ -11,6 +11,7 @@ from pricing.model import (
     DemandEnsemble,
     ensemble_hparams,
     DemandNet,
+    PriceMonotoneNet,
     build_model,
     checkpoint_bytes,
     hparams_of,
@@ -141,3 +142,80 @@ def test_deep_shap_explains_an_ensemble_additively():
     result = explain(ensemble, rng.normal(size=(30, 3)), rng.normal(size=(10, 3)), ["a", "b", "c"],
                      seed=0, background_size=20)
     assert result.max_additivity_error < 1e-4
+
+
+def monotone_net(seed=0, batch_norm=True, perturb=3.0):
+    torch.manual_seed(seed)
+    hp = hparams_of(5, [8, 6], [0.1, 0.0], batch_norm, price_index=[1, 3], price_units=6)
+    model = build_model(hp)
+    with torch.no_grad():  # far from the initial state: big weights of any sign
+        for parameter in model.parameters():
+            parameter.add_(torch.randn_like(parameter) * perturb)
+    return model.eval(), hp
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_price_monotone_net_never_rises_with_the_price_features(seed):
+    model, hp = monotone_net(seed)
+    assert isinstance(model, PriceMonotoneNet) and hp["architecture"] == "price_monotone"
+    rng = np.random.default_rng(seed)
+    contexts = rng.normal(size=(200, 5)) * 2
+    grid = np.linspace(-4, 4, 41)
+    for column in (1, 3):
+        x = np.repeat(contexts[:, None, :], len(grid), axis=1)
+        x[:, :, column] = grid
+        curves = model.predict_log(x.reshape(-1, 5)).reshape(len(contexts), len(grid))
+        assert (np.diff(curves, axis=1) <= 1e-6).all()
+    # the price path is additive on the log scale: every context moves by the same amount
+    a, b = contexts.copy(), contexts.copy()
+    a[:, 1], b[:, 1] = -1.0, 1.0
+    a[:, 3] = b[:, 3] = 0.5
+    shift = model.predict_log(b) - model.predict_log(a)
+    assert np.allclose(shift, shift[0], atol=1e-3) and shift[0] <= 0  # float32 sums of big weights
+
+
+def test_a_plain_net_can_rise_with_price_which_the_monotone_one_cannot():
+    torch.manual_seed(0)
+    plain = build_model(hparams_of(2, [4], [0.0], False)).eval()
+    assert plain.net[0].in_features == 2
+    with torch.no_grad():
+        for parameter in plain.parameters():
+            parameter.zero_()
+        plain.net[0].weight[0, 0] = 1.0
+        plain.net[2].weight[0, 0] = 1.0
+    assert plain.predict_log(np.array([[2.0, 0.0]]))[0] > plain.predict_log(np.array([[1.0, 0.0]]))[0]
+
+
+def test_bad_price_paths_are_refused():
+    for index in ([], [0, 0], [5], [0, 1, 2, 3, 4]):
+        with pytest.raises(DataValidationError):
+            PriceMonotoneNet(5, index, [4])
+
+
+def test_monotone_checkpoint_round_trip_and_deep_shap():
+    from pricing.explain import explain
+
+    model, hp = monotone_net(1, perturb=0.3)
+    model.set_input_range(np.random.default_rng(0).normal(size=(20, 5)))
+    data = checkpoint_bytes(model, hp, list("abcde"), "f" * 32, "SC1")
+    loaded, _ = load_checkpoint(io.BytesIO(data))
+    x = np.random.default_rng(1).normal(size=(9, 5)) * 3
+    assert np.array_equal(loaded.predict_log(x), model.predict_log(x))
+    rng = np.random.default_rng(0)
+    result = explain(loaded, rng.normal(size=(30, 5)), rng.normal(size=(10, 5)), list("abcde"),
+                     seed=0, background_size=20)
+    assert result.max_additivity_error < 1e-4
+
+
+def test_the_numpy_forward_equals_the_torch_network():
+    from pricing.model import portable_network
+    from pricing.portable import forward_log
+
+    monotone = [monotone_net(seed, batch_norm=bool(seed % 2), perturb=0.3)[0] for seed in range(2)]
+    torch.manual_seed(5)
+    plain = build_model(hparams_of(5, [7], [0.2], True)).eval()
+    for model in (monotone[0], DemandEnsemble([*monotone, plain]).eval()):
+        model.set_input_range(np.random.default_rng(0).normal(size=(50, 5)))
+        spec, arrays = portable_network(model, list("abcde"))
+        x = np.random.default_rng(2).normal(size=(300, 5)) * 2
+        assert np.abs(forward_log(spec, arrays, x) - model.predict_log(x)).max() < 1e-6

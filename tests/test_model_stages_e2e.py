@@ -15,8 +15,10 @@ import yaml
 from project_copy import ROOT, make_project_copy, run, stages_run
 from sklearn.preprocessing import StandardScaler
 
+from pricing.baselines import BASELINES
 from pricing.errors import DataValidationError
 from pricing.layout import SPLITS, Layout
+from pricing.transform import fit_transformer, transform
 from stages import assess_model_risk, inference_primary_model, tune_primary_model
 
 STOCKCODE = "85123A"
@@ -39,41 +41,52 @@ def merged_params(changes: dict) -> dict:
     return params
 
 
+NUMERIC = ["list_price", "list_price_to_reference", "product_reference_price", "hour",
+           "customer_product_lines_before", "customer_product_mean_quantity"]
+CATEGORICAL = ["is_registered"]
+
+
 def write_synthetic_preprocess(root, stockcode=STOCKCODE, sizes=(300, 100, 100), seed=0):
-    """Files of the shape `preprocess@<sc>` writes, with a learnable price → quantity relation."""
+    """Files of the shape `preprocess@<sc>` writes (a real fitted transformer), with a learnable
+    list price → quantity relation: the list price changes from week to week."""
     layout = Layout(root)
     rng = np.random.default_rng(seed)
     n = sum(sizes)
+    when = pd.Timestamp("2011-01-03") + pd.to_timedelta(np.sort(rng.uniform(0, 24 * 7 * 40, n)), unit="h")
+    week = (when - when[0]).days // 7
+    list_price = np.array([2.55, 2.95, 3.25])[week % 3]
     raw = pd.DataFrame({
-        "unit_price": rng.choice([2.55, 2.95, 3.25, 5.79], size=n),
+        "list_price": list_price,
+        "product_reference_price": 2.9,
         "hour": rng.integers(8, 18, size=n).astype(float),
+        "customer_product_lines_before": rng.integers(0, 4, size=n),
+        "customer_product_mean_quantity": rng.uniform(0, 20, size=n),
         "is_registered": (rng.random(n) < 0.8).astype(int),
     })
-    lam = np.exp(3.0 - 0.5 * raw["unit_price"] + 0.7 * raw["is_registered"])
+    raw["list_price_to_reference"] = raw["list_price"] / raw["product_reference_price"]
+    raw = raw[[*NUMERIC, *CATEGORICAL]]
+    lam = np.exp(3.0 - 0.8 * raw["list_price"] + 0.7 * raw["is_registered"])
     quantity = rng.poisson(lam) + 1
-    scaler = StandardScaler().fit(raw.iloc[: sizes[0]][["unit_price", "hour"]])
-    names = ["unit_price", "hour", "is_registered_0", "is_registered_1"]
+    transformer = fit_transformer(raw.iloc[: sizes[0]], NUMERIC, CATEGORICAL, ["list_price"])
+    names = [str(name) for name in transformer.get_feature_names_out()]
     out = layout.preprocessed_dir(stockcode)
     out.mkdir(parents=True, exist_ok=True)
     start = 0
     for split, size in zip(SPLITS, sizes):
         part = raw.iloc[start : start + size].reset_index(drop=True)
         q = quantity[start : start + size]
-        x = pd.DataFrame(scaler.transform(part[["unit_price", "hour"]]), columns=names[:2])
-        x["is_registered_0"] = (part["is_registered"] == 0).astype(float)
-        x["is_registered_1"] = (part["is_registered"] == 1).astype(float)
-        x.to_parquet(layout.split_features(stockcode, split, True))
+        transform(transformer, part).to_parquet(layout.split_features(stockcode, split, True))
         part.to_parquet(layout.split_features(stockcode, split, False))
         pd.DataFrame({"quantity": q, "log1p_quantity": np.log1p(q.astype(float))}).to_parquet(
             layout.split_target(stockcode, split))
         pd.DataFrame({
             "invoice_no": [f"{split}{i}" for i in range(size)],
             "customer_id": [None] * size,
-            "invoice_date": pd.date_range("2011-01-01", periods=size, freq="h"),
+            "invoice_date": when[start : start + size],
             "stockcode": stockcode,
         }).to_parquet(layout.split_meta(stockcode, split))
         start += size
-    joblib.dump(scaler, layout.transformer(stockcode))
+    joblib.dump(transformer, layout.transformer(stockcode))
     layout.feature_names(stockcode).write_text(json.dumps(names))
     return layout
 
@@ -105,18 +118,18 @@ def test_three_stages_on_synthetic_data(synthetic_project, capsys):
     val = json.loads(layout.val_metrics(STOCKCODE).read_text())
     for key in ("mse", "mae", "rmsle", "model_version", "hparams", "optimizer", "batch_size", "lr", "timestamp"):
         assert key in val, key
-    assert set(val["baselines"]) == {"train_median", "price_median"} and val["n_rows"] == 100
+    assert set(val["baselines"]) == set(BASELINES) and val["n_rows"] == 100
     history = pd.read_csv(layout.tuning_history(STOCKCODE))
     assert len(history) == TINY["tune"]["n_trials"] and {"trial", "val_mse", "best_val_mse"} <= set(history)
 
     test = json.loads(layout.test_metrics(STOCKCODE).read_text())
     assert test["n_rows"] == 100 and test["model_version"] == val["model_version"]
-    assert set(test["baselines"]) == {"train_median", "price_median"}
+    assert set(test["baselines"]) == set(BASELINES)
     results = pd.read_parquet(layout.inference_results(STOCKCODE))
     assert len(results) == 100  # every test row, not the last batch
     y_test = pd.read_parquet(layout.split_target(STOCKCODE, "test"))
     assert np.array_equal(results["y_true"].to_numpy(), y_test["quantity"].to_numpy())
-    assert {"y_true", "y_pred", "unit_price", "is_registered"} <= set(results.columns)
+    assert {"y_true", "y_pred", "list_price", "is_registered"} <= set(results.columns)
     assert (results["y_pred"] >= 0).all()
 
     shap_values = pd.read_parquet(layout.shap_values(STOCKCODE))
@@ -214,3 +227,68 @@ def test_dvc_repro_assess_model_risk_end_to_end(tmp_path):
         assert str(path.relative_to(project)) in plots
     # a second repro is a no-op
     assert stages_run(run(["dvc", "repro", f"assess_model_risk@{STOCKCODE}"], project).stdout) == []
+
+
+def test_price_response_in_the_lineage(synthetic_project):
+    layout = synthetic_project
+    params = yaml.safe_load(layout.params_file.read_text())
+    params["tune"].update(num_epochs=80, patience=10)  # enough to learn the synthetic price effect
+    layout.params_file.write_text(yaml.safe_dump(params, sort_keys=False))
+    run_chain()
+    from pricing.model import load_checkpoint
+    from pricing.portable import PortableModel
+    from pricing.training import load_split, read_feature_names
+
+    # the portable (NumPy) model predicts what the torch network does, on the test split
+    names = read_feature_names(layout, STOCKCODE)
+    test = load_split(layout, STOCKCODE, "test", names)
+    model, _ = load_checkpoint(layout.model_checkpoint(STOCKCODE))
+    portable = PortableModel.load(layout.portable_model_arrays(STOCKCODE), layout.portable_model_spec(STOCKCODE))
+    raw = test.x_raw[portable.raw_features].to_numpy(dtype=float)
+    assert np.abs(portable.predict_log(portable.model_input(raw)) - model.predict_log(test.x)).max() < 1e-6
+    np.testing.assert_allclose(portable.model_input(raw), test.x.to_numpy(), atol=1e-12)
+
+    curve = pd.read_csv(layout.demand_curve(STOCKCODE))
+    assert (np.diff(curve["demand"]) <= 1e-9).all()
+    assert curve["recommended"].sum() == 1 and curve["recommended_revenue"].notna().sum() == 1
+    summary = json.loads(layout.test_metrics(STOCKCODE).read_text())["price_response"]
+    assert summary["evidence"]["list_price_changes"] > 10
+    assert 2.55 <= summary["recommended_price"] <= 3.25 and summary["flags"] == []
+    risk = json.loads(layout.risk_metrics(STOCKCODE).read_text())
+    price = risk["price_response"]
+    assert price["checks"]["non_increasing"]["passed"] and price["checks"]["inside_evidence"]["passed"]
+    assert price["status"] in ("passed", "failed") and price["passed"] == (price["status"] == "passed")
+    assert price["checks"]["elasticity"]["value"] < 0  # the synthetic demand falls with price
+
+
+def test_a_checkpoint_whose_demand_rises_with_price_is_rejected(synthetic_project):
+    """A hand-built plain network whose demand rises with the list price: the risk stage must
+    reject it with the price response named, whatever its other scores."""
+    from pricing.model import build_model, checkpoint_bytes, hparams_of, portable_network
+    from pricing.portable import portable_model
+    from pricing.training import file_md5, load_split, read_feature_names
+
+    layout = synthetic_project
+    tune_primary_model.main([STOCKCODE])  # a real checkpoint first, then replace it by hand
+    names = read_feature_names(layout, STOCKCODE)
+    hp = hparams_of(len(names), [2], [0.0], False)
+    model = build_model(hp)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.zero_()
+        first, last = model.net[0], model.net[2]
+        first.weight[0, names.index("list_price")] = 1.0  # demand rises with the list price
+        first.bias[0] = 3.0
+        last.weight[0, 0] = 1.0
+    model.set_input_range(load_split(layout, STOCKCODE, "train", names).x).eval()
+    md5 = file_md5(layout.transformer(STOCKCODE))
+    layout.model_checkpoint(STOCKCODE).write_bytes(checkpoint_bytes(model, hp, names, md5, STOCKCODE))
+    portable_model(portable_network(model, names), joblib.load(layout.transformer(STOCKCODE)),
+                   {"stockcode": STOCKCODE}).save(layout.portable_model_arrays(STOCKCODE),
+                                                  layout.portable_model_spec(STOCKCODE))
+    inference_primary_model.main([STOCKCODE])
+    assess_model_risk.main([STOCKCODE])
+    risk = json.loads(layout.risk_metrics(STOCKCODE).read_text())
+    assert risk["passed"] is False and risk["price_response"]["status"] == "failed"
+    assert not risk["price_response"]["checks"]["non_increasing"]["passed"]
+    assert any("price response unsound: predicted demand rises with the list price" in r for r in risk["reasons"])

@@ -55,6 +55,7 @@ def both(params, sample_path):
         CleaningRules(etl["non_product_codes"], etl["non_product_prefixes"]),
         recent_window_days=etl["recent_window_days"],
         days_since_cap=etl["days_since_cap"],
+        list_price_weeks=etl["list_price_weeks"],
     )
     pandas_out, pandas_metrics = reference.run_etl(reference.load_raw(sample_path), etl)
     return polars_out, polars_metrics, pandas_out, pandas_metrics

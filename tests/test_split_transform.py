@@ -50,7 +50,7 @@ def product_lines(n: int = 60) -> pd.DataFrame:
     return add_features(sales(*lines), 30, 365).to_pandas()
 
 
-NUMERIC = ["unit_price", "unitprice_vs_max", "customer_lines_before", "hour"]
+NUMERIC = ["list_price", "list_price_to_reference", "customer_lines_before", "hour"]
 CATEGORICAL = ["day_of_week", "is_registered", "is_uk"]
 
 
@@ -94,7 +94,7 @@ def test_identifiers_and_bad_features_are_refused():
         fit_transformer(lines, NUMERIC, CATEGORICAL)
 
 
-LOG_SCALED = ["customer_lines_before", "unit_price"]
+LOG_SCALED = ["customer_lines_before", "list_price"]
 
 
 def test_log_scaled_features_are_log1p_then_standardised_on_train():
@@ -105,7 +105,7 @@ def test_log_scaled_features_are_log1p_then_standardised_on_train():
     out, out_plain = transform(transformer, later), transform(plain, later)
     # same feature names either way (only the order moves: plain numeric, log-scaled, one-hot)
     assert sorted(out.columns) == sorted(out_plain.columns)
-    assert list(out.columns[:4]) == ["unitprice_vs_max", "hour", "unit_price", "customer_lines_before"]
+    assert list(out.columns[:4]) == ["list_price_to_reference", "hour", "list_price", "customer_lines_before"]
     for name in LOG_SCALED:
         logged = np.log1p(train[name].astype(float))
         expected = (np.log1p(later[name].astype(float)) - logged.mean()) / logged.std(ddof=0)

@@ -102,3 +102,16 @@ def test_training_choices_are_sampled_only_when_the_space_offers_them(data):
     assert result.hparams.get("huber_delta", 0.5) == 0.5
     with pytest.raises(DataValidationError):
         tune(*data, seed=0, **{**TINY, "space": {**space, "loss": ["mae"]}})
+
+
+def test_with_price_positions_every_trial_is_price_monotone_and_the_tutorial_knobs_stay(data):
+    result = tune(*data, seed=0, price_index=[2], ensemble_size=2, **TINY)
+    assert {"n_layers", "lr", "optimizer", "batch_size", "batch_norm", "price_units"} <= set(result.history[0])
+    members = result.hparams["ensemble"]
+    assert all(m["architecture"] == "price_monotone" and m["price_index"] == [2] for m in members)
+    x = np.repeat(data[2][:20], 31, axis=0)
+    x[:, 2] = np.tile(np.linspace(-3, 3, 31), 20)
+    curves = result.model.predict_log(x).reshape(20, 31)
+    assert (np.diff(curves, axis=1) <= 1e-6).all()
+    # the toy target falls with column 2: the learnt price effect is a real fall, not flat
+    assert (curves[:, 0] - curves[:, -1]).mean() > 0.5
