@@ -21,9 +21,9 @@ import numpy as np
 import polars as pl
 
 from app.artifacts import ArtifactError, Remote
-from pricing.demand import Evidence, PriceResponse, demand_curve, price_evidence, price_response
+from pricing.demand import SEGMENT, DemandCurve, Evidence, PriceResponse, price_evidence, price_response
 from pricing.errors import DataValidationError
-from pricing.features import LIST_PRICE
+from pricing.features import LIST_PRICE, list_price_features
 from pricing.layout import SPLITS, Layout
 from pricing.portable import PortableModel
 from pricing.registry import Record, RegistryStore, output_md5
@@ -31,6 +31,9 @@ from pricing.registry import Record, RegistryStore, output_md5
 LAYOUT = Layout()  # paths relative to a project root: as dvc.lock records them
 PRICE_RESPONSE_PARAMS = "price_response"
 DATE_COLUMN = "invoice_date"
+GRID_PRICE = "__grid_price"
+# The one-pass curve must be pricing.demand's, to float32 rounding (checked at every load).
+CURVE_TOLERANCE = 1e-5
 
 
 class LoadError(Exception):
@@ -97,8 +100,19 @@ class ServedModel:
             "flags": list(response.flags),
         }
 
-    def curve(self, prices: np.ndarray):
-        return demand_curve(self.context, prices, self.model.predict, self.model.raw_features)
+    def curve(self, prices: np.ndarray) -> DemandCurve:
+        """``pricing.demand.demand_curve`` in one pass: every context line repriced at every
+        price in one polars expression (the ETL's ``list_price_features``), and each line's
+        context path run once (``pricing.portable.forward_log``)."""
+        prices = np.asarray(prices, dtype=np.float64)
+        lines = self.context.height
+        grid = (pl.DataFrame({GRID_PRICE: prices}).join(self.context, how="cross")
+                .with_columns(list_price_features(pl.col(GRID_PRICE))))
+        columns = [pl.col(c).cast(pl.Float64) for c in self.model.raw_features]
+        demand = self.model.predict(grid.select(columns).to_numpy(), self.context.select(columns).to_numpy(),
+                                    np.tile(np.arange(lines), len(prices)))
+        return DemandCurve(prices=prices, per_line=demand.reshape(len(prices), lines).T,
+                           segments=self.context[SEGMENT].to_numpy())
 
     def summary(self) -> dict[str, Any]:
         """The version and lineage summary ``/v1/models`` lists."""
@@ -161,11 +175,16 @@ def load_model(record: Record, remote: Remote) -> ServedModel:
         context = raw["test"].tail(int(cfg["context_lines"]))
         response = price_response(context, evidence, model.predict, model.raw_features,
                                   n_points=int(cfg["grid_points"]), diagnostic_span=float(cfg["diagnostic_span"]))
+        served = ServedModel(record=record, model=model, context=context, evidence=evidence, response=response)
+        gap = np.abs(served.curve(response.curve.prices).per_line - response.curve.per_line)
+        if not (gap <= CURVE_TOLERANCE * (1 + np.abs(response.curve.per_line))).all():
+            raise LoadError(f"{stockcode} {record.model_version}: the one-pass demand curve differs from "
+                            f"pricing.demand's by up to {gap.max():.3g} units")
     except ArtifactError as error:
         raise LoadError(str(error)) from error
     except (DataValidationError, ValueError, KeyError, TypeError, pl.exceptions.PolarsError, OSError) as error:
         raise LoadError(f"{stockcode} {record.model_version}: {type(error).__name__}: {error}") from error
-    return ServedModel(record=record, model=model, context=context, evidence=evidence, response=response)
+    return served
 
 
 @dataclass

@@ -7,11 +7,21 @@ otherwise (``PRICELINEAGE_REGISTRY``, ``PRICELINEAGE_DVC_REMOTE_URL``).
 from __future__ import annotations
 
 import argparse
+import os
+import re
+import subprocess
 import sys
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
 
 import waitress
 
 from app import create_app
+
+LISTENING = re.compile(r"price API on (http://127\.0\.0\.1:\d+)/")
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,6 +46,38 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         pass
     return 0
+
+
+@contextmanager
+def served_in_a_process(env: Mapping[str, str], threads: int = 8, timeout: float = 60.0) -> Iterator[str]:
+    """``python -m app.serve`` on 127.0.0.1 and a free port, in a child process configured by
+    ``env`` (on top of this one's); yields its base URL, stops it by PID (tests, bench/api.py)."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "app.serve", "--host", "127.0.0.1", "--port", "0", "--threads", str(threads)],
+        cwd=PROJECT_ROOT, env={**os.environ, **env, "PYTHONUNBUFFERED": "1"},
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        deadline, seen = time.monotonic() + timeout, []
+        while True:
+            line = process.stdout.readline()
+            if not line:
+                raise RuntimeError(f"the API server exited ({process.wait()}):\n{''.join(seen)}")
+            seen.append(line)
+            match = LISTENING.search(line)
+            if match:
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the API server did not listen within {timeout} s:\n{''.join(seen)}")
+        yield match.group(1)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        process.stdout.close()
 
 
 if __name__ == "__main__":

@@ -93,17 +93,36 @@ def _forward_layers(plan: Sequence[Mapping[str, Any]], arrays: Mapping[str, np.n
     return x
 
 
-def forward_log(spec: Mapping[str, Any], arrays: Mapping[str, np.ndarray], x: np.ndarray) -> np.ndarray:
-    """``log1p(quantity)`` predictions for model input ``x`` (clipped to the train range)."""
+def _clip(arrays: Mapping[str, np.ndarray], x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float32)
-    x = np.minimum(np.maximum(x, arrays["input_min"]), arrays["input_max"])
-    outputs = []
+    return np.minimum(np.maximum(x, arrays["input_min"]), arrays["input_max"])
+
+
+def forward_log(spec: Mapping[str, Any], arrays: Mapping[str, np.ndarray], x: np.ndarray,
+                lines: np.ndarray | None = None, line_of_row: np.ndarray | None = None) -> np.ndarray:
+    """``log1p(quantity)`` predictions for model input ``x`` (clipped to the train range).
+
+    A demand curve's rows are a few lines at many prices: given ``lines`` (model input) and
+    ``line_of_row``, every row of ``x`` must equal its line outside the price path (checked),
+    and a price-monotone member's context path runs once per line instead of once per row."""
+    x = _clip(arrays, x)
+    if lines is not None:
+        lines = _clip(arrays, lines)
+    outputs, checked = [], set()
     for member in spec["members"]:
         if member["architecture"] == "plain":
             outputs.append(_forward_layers(member["layers"], arrays, x))
             continue
         key = member["key"]
-        context = _forward_layers(member["layers"], arrays, x[:, member["context_index"]])
+        if lines is None:
+            context = _forward_layers(member["layers"], arrays, x[:, member["context_index"]])
+        else:
+            index = member["context_index"]
+            if tuple(index) not in checked:  # members share their context columns: check once
+                if not np.array_equal(x[:, index], lines[line_of_row][:, index]):
+                    raise DataValidationError("rows differ from their lines outside the price path")
+                checked.add(tuple(index))
+            context = _forward_layers(member["layers"], arrays, lines[:, index])[line_of_row]
         z = x[:, member["price_index"]]
         hidden = np.maximum(z @ arrays[f"{key}.price.hidden_weight"].T + arrays[f"{key}.price.hidden_bias"],
                             np.float32(0))
@@ -128,12 +147,16 @@ class PortableModel:
     def model_input(self, raw: np.ndarray) -> np.ndarray:
         return transform(self.spec["transformer"], raw, self.raw_features)
 
-    def predict_log(self, model_input: np.ndarray) -> np.ndarray:
-        return forward_log(self.spec["network"], self.arrays, model_input)
+    def predict_log(self, model_input: np.ndarray, lines: np.ndarray | None = None,
+                    line_of_row: np.ndarray | None = None) -> np.ndarray:
+        return forward_log(self.spec["network"], self.arrays, model_input, lines, line_of_row)
 
-    def predict(self, raw: np.ndarray) -> np.ndarray:
-        """Units per line for engineered features ``raw`` (``raw_features`` order)."""
-        return np.expm1(np.clip(self.predict_log(self.model_input(raw)), 0.0, None))
+    def predict(self, raw: np.ndarray, lines: np.ndarray | None = None,
+                line_of_row: np.ndarray | None = None) -> np.ndarray:
+        """Units per line for engineered features ``raw`` (``raw_features`` order); ``lines``
+        (engineered features too) and ``line_of_row``: see ``forward_log``."""
+        shared = None if lines is None else self.model_input(lines)
+        return np.expm1(np.clip(self.predict_log(self.model_input(raw), shared, line_of_row), 0.0, None))
 
     def save(self, arrays_path: Path, spec_path: Path) -> None:
         with open(arrays_path, "wb") as handle:
