@@ -34,7 +34,9 @@ def approve_real_model(base: Path, overrides: list[str] | None = None, stockcode
     root = make_project_copy(base / "project", {"stockcodes": [stockcode]})
     env = {**os.environ, "PRICELINEAGE_REGISTRY": str(base / "registry"),
            "PRICELINEAGE_WORKSPACES": str(base / "workspaces"), "PREFECT_HOME": str(base / "prefect-home"),
-           "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+           "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+           # a new Prefect home migrates its database first: on a busy machine, past the default 20 s
+           "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180"}
     env.pop("PREFECT_API_URL", None)  # Prefect's temporary local API, as `make run`
     settings = [f"-S{override}" for override in (TINY_BUDGET if overrides is None else overrides) + RELAXED_RISK]
     result = run([sys.executable, "-m", "flows.lineage", "-s", stockcode, *settings], root, check=False, env=env)

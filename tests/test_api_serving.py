@@ -8,6 +8,7 @@ import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
 import requests
 
 from tests.api_models import ROOT, publish
@@ -80,3 +81,21 @@ def test_real_http_behind_waitress(tmp_path):
             answers = list(pool.map(lambda _: requests.get(f"{base}/v1/predict-price/{SC}", timeout=30).json(),
                                     range(16)))
         assert all(answer == answers[0] for answer in answers)
+
+
+@pytest.mark.slow
+def test_the_api_runs_on_the_serving_requirements_alone(tmp_path):
+    """What Dockerfile.lambda installs, alone (``python -S``: no venv site-packages): the
+    Lambda handler loads a model and answers."""
+    target = tmp_path / "site"
+    install = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--target", str(target),
+                              "-r", str(ROOT / "requirements-serving.txt")], capture_output=True, text=True)
+    assert install.returncode == 0, install.stderr
+    publish(tmp_path / "registry", tmp_path / "remote", SC)
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "PYTHONPATH": f"{target}{os.pathsep}{ROOT}",
+           "PRICELINEAGE_REGISTRY": str(tmp_path / "registry"), "PRICELINEAGE_DVC_REMOTE_URL": str(tmp_path / "remote")}
+    probe = subprocess.run(
+        [sys.executable, "-S", "-c", SERVING_PROBE, str(ROOT / "tests" / "lambda_events" / "rest_api_v1.json"),
+         ",".join(LINEAGE_ONLY)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert probe.returncode == 0, probe.stderr
+    assert json.loads(probe.stdout.strip().splitlines()[-1]) == {"status": 200, "imported": []}
