@@ -119,7 +119,7 @@ def forward_log(spec: Mapping[str, Any], arrays: Mapping[str, np.ndarray], x: np
         else:
             index = member["context_index"]
             if tuple(index) not in checked:  # members share their context columns: check once
-                if not np.array_equal(x[:, index], lines[line_of_row][:, index]):
+                if not np.array_equal(x[:, index], lines[:, index][line_of_row]):
                     raise DataValidationError("rows differ from their lines outside the price path")
                 checked.add(tuple(index))
             context = _forward_layers(member["layers"], arrays, lines[:, index])[line_of_row]
