@@ -37,6 +37,6 @@ def remove_the_store():
 
 
 @schema.parametrize()
-@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck), database=None)
 def test_every_operation_answers_as_documented(case):
     case.call_and_validate(excluded_checks=[positive_data_acceptance])
