@@ -34,6 +34,9 @@ DATE_COLUMN = "invoice_date"
 GRID_PRICE = "__grid_price"
 # The one-pass curve must be pricing.demand's, to float32 rounding (checked at every load).
 CURVE_TOLERANCE = 1e-5
+# Answers kept per served model, by range asked: a model's answer never changes, and a new
+# approval is a new ServedModel with an empty cache.
+ANSWER_CACHE_SIZE = 256
 
 
 class LoadError(Exception):
@@ -53,7 +56,7 @@ def lineage_params(record: Record, section: str) -> dict[str, Any]:
     raise LoadError(f"the record's lineage has no {section!r} params")
 
 
-@dataclass
+@dataclass(eq=False)
 class ServedModel:
     record: Record
     model: PortableModel
@@ -61,6 +64,22 @@ class ServedModel:
     evidence: Evidence
     response: PriceResponse  # the lineage's own grid: the recommendation
     loaded_at: str = field(default_factory=_now)
+
+    def __post_init__(self) -> None:
+        self._answers: dict[Any, Any] = {}
+        self._answers_lock = threading.Lock()
+
+    def answer(self, key: Any, compute):
+        """``compute()``'s answer for ``key`` (a range asked), computed once per model."""
+        with self._answers_lock:
+            cached = self._answers.get(key)
+        if cached is None:
+            cached = compute()
+            with self._answers_lock:
+                self._answers[key] = cached
+                while len(self._answers) > ANSWER_CACHE_SIZE:  # the oldest first: dicts keep insertion order
+                    del self._answers[next(iter(self._answers))]
+        return cached
 
     @property
     def stockcode(self) -> str:

@@ -93,6 +93,10 @@ def price_range(served: ServedModel, checked: Mapping[str, Any]) -> tuple[float,
 
 def predict_price(served: ServedModel, checked: Mapping[str, Any]) -> dict[str, Any]:
     low, high, bins = price_range(served, checked)
+    return served.answer((low, high, bins), lambda: curve_answer(served, low, high, bins))
+
+
+def curve_answer(served: ServedModel, low: float, high: float, bins: int) -> dict[str, Any]:
     prices = np.linspace(low, high, bins)
     curve = served.curve(prices)
     evidence_low, evidence_high = served.evidence_range

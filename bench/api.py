@@ -2,7 +2,10 @@
 
 1. ``GET /v1/predict-price/<sc>?num_price_bins=100`` against ``python -m app.serve`` (waitress,
    8 threads): p50/p99 latency and requests/s at concurrency 1 and 8 (the client runs on the
-   same machine, so at 8 it competes with the server for the cores).
+   same machine, so at 8 it competes with the server for the cores), twice: the same URL every
+   time (each model computes an answer once per range, so this is the cached path), and a
+   different range every request (``unitprice_max`` moved by 1e-6 per request: every answer
+   computed — 200 lines x 100 prices through the network).
 2. The Lambda handler's cold start, each in a fresh interpreter: ``import app.lambda_handler``
    (Flask app + loading every approved model from the store and remote) against the same with
    ``import torch`` first, as the lineage's image would pay; median of ``--cold-runs``, ratio.
@@ -47,12 +50,15 @@ def percentile(values: list[float], share: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(share * (len(ordered) - 1))))]
 
 
-def load_test(url: str, total: int, concurrency: int) -> dict[str, float]:
+def load_test(url_of, total: int, concurrency: int) -> dict[str, float]:
+    """``url_of(i)``: the URL of request ``i``."""
     local = threading.local()
+    counter = iter(range(10**9))
 
     def one(_: int) -> float:
         session = getattr(local, "session", None) or requests.Session()
         local.session = session
+        url = url_of(next(counter))
         start = time.perf_counter()
         response = session.get(url, timeout=60)
         elapsed = time.perf_counter() - start
@@ -106,11 +112,19 @@ def main(argv: list[str] | None = None) -> int:
             print(f"no approved model of {args.stockcode} is served ({ready}): run `make run` first", file=sys.stderr)
             return 1
         url = f"{base}/v1/predict-price/{args.stockcode}?num_price_bins=100"
+        default = requests.get(url, timeout=30).json()
+        low, high = default["unitprice_min"], default["unitprice_max"]
+        scenarios = {
+            "same URL (cached)": lambda i: url,
+            "new range (computed)": lambda i: f"{url}&unitprice_min={low}&unitprice_max={high + 1e-6 * (i + 1)}",
+        }
         print(f"\nGET /v1/predict-price/{args.stockcode}?num_price_bins=100, model {version}, waitress 8 threads")
-        print(f"{'concurrency':>11} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8}")
-        for concurrency in (1, 8):
-            figures = load_test(url, args.requests, concurrency)
-            print(f"{concurrency:>11} {figures['p50_ms']:8.2f} {figures['p99_ms']:8.2f} {figures['requests_per_s']:8.1f}")
+        print(f"{'':>22} {'concurrency':>11} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8}")
+        for name, url_of in scenarios.items():
+            for concurrency in (1, 8):
+                figures = load_test(url_of, args.requests, concurrency)
+                print(f"{name:>22} {concurrency:>11} {figures['p50_ms']:8.2f} {figures['p99_ms']:8.2f} "
+                      f"{figures['requests_per_s']:8.1f}")
 
     print(f"\nLambda handler cold start (fresh interpreter, median of {args.cold_runs})")
     plain_inner, plain_outer = cold_start(env, False, args.cold_runs)

@@ -106,6 +106,16 @@ def test_a_range_beyond_the_evidence_marks_the_outside_as_extrapolated(served):
     assert "extrapolated" in body["flags"] and 2.5 <= body["optimal_unit_price"] <= 2.75
 
 
+def test_an_answer_is_computed_once_per_model_and_range(served):
+    _, client = served
+    app = client.application
+    model = app.extensions["pricelineage"].models[SC]
+    first = client.get(f"/v1/predict-price/{SC}?num_price_bins=9").json
+    assert client.get(f"/v1/predict-price/{SC}?num_price_bins=9").json == first
+    client.get(f"/v1/predict-price/{SC}?num_price_bins=10")
+    assert sorted(key[2] for key in model._answers) == [9, 10]
+
+
 def test_no_list_price_change_recommends_the_current_price_flagged(served):
     _, client = served
     body = client.get(f"/v1/predict-price/{FLAT}?num_price_bins=5").json
