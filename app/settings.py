@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pricing.layout import registry_location
+from pricing.layout import DEFAULT_REGISTRY, REGISTRY_ENV, registry_location
 
 REMOTE_ENV = "PRICELINEAGE_DVC_REMOTE_URL"
 RELOAD_ENV = "PRICELINEAGE_RELOAD_SECONDS"
@@ -49,8 +49,8 @@ class Settings:
     def from_env(cls, root: Path | str | None = None) -> Settings:
         root = Path(root or os.environ.get(PROJECT_ENV) or PROJECT_ROOT)
         # On Lambda there is no params.yaml: the environment names the store.
-        registry = os.environ.get("PRICELINEAGE_REGISTRY") or (
-            registry_location(root) if (root / "params.yaml").exists() else _expand("~/pricelineage-registry"))
+        registry = os.environ.get(REGISTRY_ENV) or (
+            registry_location(root) if (root / "params.yaml").exists() else _expand(DEFAULT_REGISTRY))
         reload_text = os.environ.get(RELOAD_ENV, "").strip()
         try:
             reload_seconds = float(reload_text) if reload_text else DEFAULT_RELOAD_SECONDS

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pricing import registry
+from pricing.layout import REGISTRY_ENV, WORKSPACES_ENV
 from tests.project_copy import make_project_copy, remote_dir, run
 
 SC = "85123A"
@@ -32,8 +33,7 @@ class ApprovedLineage:
 def approve_real_model(base: Path, overrides: list[str] | None = None, stockcode: str = SC) -> ApprovedLineage:
     base.mkdir(parents=True, exist_ok=True)
     root = make_project_copy(base / "project", {"stockcodes": [stockcode]})
-    env = {**os.environ, "PRICELINEAGE_REGISTRY": str(base / "registry"),
-           "PRICELINEAGE_WORKSPACES": str(base / "workspaces"), "PREFECT_HOME": str(base / "prefect-home"),
+    env = {**os.environ, REGISTRY_ENV: str(base / "registry"), WORKSPACES_ENV: str(base / "workspaces"), "PREFECT_HOME": str(base / "prefect-home"),
            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
            # a new Prefect home migrates its database first: on a busy machine, past the default 20 s
            "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180"}
@@ -50,4 +50,4 @@ def approve_real_model(base: Path, overrides: list[str] | None = None, stockcode
 if __name__ == "__main__":
     approved = approve_real_model(Path(sys.argv[1]).resolve(), sys.argv[2:] or None)
     print(f"approved {approved.record.stockcode} {approved.record.model_version}\n"
-          f"PRICELINEAGE_REGISTRY={approved.registry}\nPRICELINEAGE_DVC_REMOTE_URL={approved.remote}")
+          f"bench: .venv/bin/python -m bench.api --registry {approved.registry} --remote {approved.remote}")

@@ -18,8 +18,9 @@ import numpy as np
 import polars as pl
 import yaml
 
+from app.settings import REMOTE_ENV
 from pricing import registry
-from pricing.layout import Layout
+from pricing.layout import REGISTRY_ENV, Layout
 from pricing.portable import PORTABLE_FORMAT
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,6 +33,11 @@ PLAIN_SCALED = [c for c in NUMERIC if c not in LOG_SCALED]
 CATEGORIES = {"day_of_week": list(range(7)), "is_registered": [0, 1], "is_uk": [0, 1]}
 START = datetime(2011, 1, 3, 10, 0)  # a Monday
 LINES_PER_WEEK = 10
+
+
+def api_env(store: Path | str, remote: Path | str) -> dict[str, str]:
+    """The environment that points the price API at ``store`` and ``remote`` (as infra/api.yaml does)."""
+    return {REGISTRY_ENV: str(store), REMOTE_ENV: str(remote)}
 
 
 def md5(data: bytes) -> str:

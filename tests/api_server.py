@@ -6,10 +6,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from app.serve import served_in_a_process
+from tests.api_models import api_env
 
 
 @contextmanager
 def api_server(registry: Path | str, remote: Path | str, threads: int = 8):
-    with served_in_a_process({"PRICELINEAGE_REGISTRY": str(registry),
-                              "PRICELINEAGE_DVC_REMOTE_URL": str(remote)}, threads=threads) as base:
+    with served_in_a_process(api_env(registry, remote), threads=threads) as base:
         yield base

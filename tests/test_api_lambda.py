@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.api_models import publish
+from tests.api_models import api_env, publish
 
 EVENTS = Path(__file__).parent / "lambda_events"
 SC = "85123A"
@@ -24,8 +24,8 @@ def event(name: str) -> dict:
 def handler(tmp_path, monkeypatch):
     """``app.lambda_handler`` imported as Lambda would, configured only by the environment."""
     record = publish(tmp_path / "registry", tmp_path / "remote", SC)
-    monkeypatch.setenv("PRICELINEAGE_REGISTRY", str(tmp_path / "registry"))
-    monkeypatch.setenv("PRICELINEAGE_DVC_REMOTE_URL", str(tmp_path / "remote"))
+    for name, value in api_env(tmp_path / "registry", tmp_path / "remote").items():
+        monkeypatch.setenv(name, value)
     monkeypatch.setenv("PRICELINEAGE_RELOAD_SECONDS", "300")
     monkeypatch.setenv("PRICELINEAGE_CORS_ORIGINS", "https://tool.example.com")
     monkeypatch.setenv("STRIP_STAGE_PATH", "yes")

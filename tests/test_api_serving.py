@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from tests.api_models import ROOT, publish
+from tests.api_models import ROOT, api_env, publish
 from tests.api_server import api_server
 
 SC = "85123A"
@@ -33,8 +33,7 @@ print(json.dumps({"status": response["statusCode"],
 
 def test_the_serving_path_imports_no_lineage_package(tmp_path):
     publish(tmp_path / "registry", tmp_path / "remote", SC)
-    env = {**os.environ, "PRICELINEAGE_REGISTRY": str(tmp_path / "registry"),
-           "PRICELINEAGE_DVC_REMOTE_URL": str(tmp_path / "remote"), "STRIP_STAGE_PATH": "yes"}
+    env = {**os.environ, **api_env(tmp_path / "registry", tmp_path / "remote"), "STRIP_STAGE_PATH": "yes"}
     probe = subprocess.run(
         [sys.executable, "-c", SERVING_PROBE, str(ROOT / "tests" / "lambda_events" / "rest_api_v1.json"),
          ",".join(LINEAGE_ONLY)],
@@ -49,8 +48,7 @@ def test_the_serving_path_imports_no_lineage_package(tmp_path):
 def test_the_probe_sees_an_import_when_there_is_one(tmp_path):
     """The check above can fail: the same probe after importing pandas reports it."""
     publish(tmp_path / "registry", tmp_path / "remote", SC)
-    env = {**os.environ, "PRICELINEAGE_REGISTRY": str(tmp_path / "registry"),
-           "PRICELINEAGE_DVC_REMOTE_URL": str(tmp_path / "remote")}
+    env = {**os.environ, **api_env(tmp_path / "registry", tmp_path / "remote")}
     probe = subprocess.run(
         [sys.executable, "-c", "import pandas\n" + SERVING_PROBE,
          str(ROOT / "tests" / "lambda_events" / "rest_api_v1.json"), ",".join(LINEAGE_ONLY)],
@@ -93,7 +91,7 @@ def test_the_api_runs_on_the_serving_requirements_alone(tmp_path):
     assert install.returncode == 0, install.stderr
     publish(tmp_path / "registry", tmp_path / "remote", SC)
     env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "PYTHONPATH": f"{target}{os.pathsep}{ROOT}",
-           "PRICELINEAGE_REGISTRY": str(tmp_path / "registry"), "PRICELINEAGE_DVC_REMOTE_URL": str(tmp_path / "remote")}
+           **api_env(tmp_path / "registry", tmp_path / "remote")}
     probe = subprocess.run(
         [sys.executable, "-S", "-c", SERVING_PROBE, str(ROOT / "tests" / "lambda_events" / "rest_api_v1.json"),
          ",".join(LINEAGE_ONLY)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
