@@ -33,8 +33,8 @@ class ApprovedLineage:
 def approve_real_model(base: Path, overrides: list[str] | None = None, stockcode: str = SC) -> ApprovedLineage:
     base.mkdir(parents=True, exist_ok=True)
     root = make_project_copy(base / "project", {"stockcodes": [stockcode]})
-    env = {**os.environ, REGISTRY_ENV: str(base / "registry"), WORKSPACES_ENV: str(base / "workspaces"), "PREFECT_HOME": str(base / "prefect-home"),
-           "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    env = {**os.environ, REGISTRY_ENV: str(base / "registry"), WORKSPACES_ENV: str(base / "workspaces"),
+           "PREFECT_HOME": str(base / "prefect-home"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
            # a new Prefect home migrates its database first: on a busy machine, past the default 20 s
            "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180"}
     env.pop("PREFECT_API_URL", None)  # Prefect's temporary local API, as `make run`
