@@ -120,18 +120,19 @@ class ServedModel:
         }
 
     def curve(self, prices: np.ndarray) -> DemandCurve:
-        """``pricing.demand.demand_curve`` in one pass: every context line repriced at every
-        price in one polars expression (the ETL's ``list_price_features``), and each line's
-        context path run once (``pricing.portable.forward_log``)."""
+        """``pricing.demand.demand_curve`` in one pass: the list-price features of every context
+        line at every price from one polars expression (the ETL's ``list_price_features``), and
+        the network's price paths on them while each line's context path runs once
+        (``PortableModel.predict_over_prices``)."""
         prices = np.asarray(prices, dtype=np.float64)
-        lines = self.context.height
-        grid = (pl.DataFrame({GRID_PRICE: prices}).join(self.context, how="cross")
-                .with_columns(list_price_features(pl.col(GRID_PRICE))))
-        columns = [pl.col(c).cast(pl.Float64) for c in self.model.raw_features]
-        demand = self.model.predict(grid.select(columns).to_numpy(), self.context.select(columns).to_numpy(),
-                                    np.tile(np.arange(lines), len(prices)))
-        return DemandCurve(prices=prices, per_line=demand.reshape(len(prices), lines).T,
-                           segments=self.context[SEGMENT].to_numpy())
+        features = list_price_features(pl.col(GRID_PRICE))
+        price_columns = [name for name in (e.meta.output_name() for e in features) if name in self.model.raw_features]
+        repriced = (pl.DataFrame({GRID_PRICE: prices}).join(self.context, how="cross").with_columns(features)
+                    .select([pl.col(c).cast(pl.Float64) for c in price_columns]).to_numpy())
+        lines = self.context.select([pl.col(c).cast(pl.Float64) for c in self.model.raw_features]).to_numpy()
+        per_line = self.model.predict_over_prices(lines, price_columns,
+                                                  repriced.reshape(len(prices), self.context.height, -1))
+        return DemandCurve(prices=prices, per_line=per_line, segments=self.context[SEGMENT].to_numpy())
 
     def summary(self) -> dict[str, Any]:
         """The version and lineage summary ``/v1/models`` lists."""

@@ -221,28 +221,24 @@ def test_the_numpy_forward_equals_the_torch_network():
         assert np.abs(forward_log(spec, arrays, x) - model.predict_log(x)).max() < 1e-6
 
 
-def test_the_numpy_forward_runs_each_lines_context_once_for_a_demand_curve():
+def test_a_demand_curve_in_numpy_runs_each_lines_context_once_and_predicts_every_row_alike():
     from pricing.model import portable_network
-    from pricing.portable import forward_log
+    from pricing.portable import PORTABLE_FORMAT, PortableModel
 
     monotone = [monotone_net(seed, batch_norm=bool(seed % 2), perturb=0.3)[0] for seed in range(2)]
     torch.manual_seed(5)
     plain = build_model(hparams_of(5, [7], [0.2], True)).eval()
-    model = DemandEnsemble([*monotone, plain]).eval()
-    model.set_input_range(np.random.default_rng(0).normal(size=(50, 5)))
-    spec, arrays = portable_network(model, list("abcde"))
-    price_index = spec["members"][0]["price_index"]
-    lines = np.random.default_rng(3).normal(size=(20, 5))
-    prices = np.linspace(-1, 1, 7)
-    rows = np.repeat(lines[None], len(prices), axis=0)  # every line at every price
-    rows[:, :, price_index] = prices[:, None, None]
-    rows = rows.reshape(-1, 5)
-    line_of_row = np.tile(np.arange(len(lines)), len(prices))
-    shared = forward_log(spec, arrays, rows, lines, line_of_row)
-    assert np.abs(shared - forward_log(spec, arrays, rows)).max() < 1e-6
-    assert np.abs(shared - model.predict_log(rows)).max() < 1e-6
-    context_index = spec["members"][0]["context_index"]
-    column = context_index[0]  # a row that is not its line outside the price path (inside the input range)
-    rows[0, column] = (arrays["input_min"][column] + arrays["input_max"][column]) / 2 + 0.01
-    with pytest.raises(DataValidationError, match="outside the price path"):
-        forward_log(spec, arrays, rows, lines, line_of_row)
+    names = list("abcde")
+    for model in (DemandEnsemble(monotone).eval(), DemandEnsemble([*monotone, plain]).eval()):
+        model.set_input_range(np.random.default_rng(0).normal(size=(50, 5)))
+        network, arrays = portable_network(model, names)
+        transformer = {"raw_features": names, "output_features": names, "branches": [
+            {"kind": "scale", "log1p": False, "columns": names, "mean": [0.5] * 5, "scale": [2.0] * 5}]}
+        portable = PortableModel({"format": PORTABLE_FORMAT, "network": network, "transformer": transformer}, arrays)
+        lines = np.random.default_rng(3).normal(size=(20, 5))
+        price_columns = ["b", "d"]  # the monotone nets' price inputs (price_index [1, 3])
+        prices = np.random.default_rng(4).normal(size=(7, 20, 2))  # each line at 7 prices
+        rows = np.repeat(lines[None], 7, axis=0)
+        rows[:, :, [1, 3]] = prices
+        every_row = portable.predict(rows.reshape(-1, 5)).reshape(7, 20).T
+        np.testing.assert_allclose(portable.predict_over_prices(lines, price_columns, prices), every_row, rtol=1e-5)
