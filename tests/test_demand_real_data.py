@@ -114,3 +114,19 @@ def test_the_test_lines_list_price_never_reads_their_quantity(project):
     by_week = lines.group_by(pl.col("invoice_date").dt.truncate("1w")).agg(pl.col("list_price").n_unique())
     assert (by_week["list_price"] == 1).all()
     assert lines["unit_price"].n_unique() > 1
+
+
+def test_the_portable_numpy_forward_equals_torch_on_the_best_sellers_test_splits(responses, project):
+    """What the price API runs (pricing/portable.py, no torch) predicts what the network does."""
+    from pricing.model import portable_network
+    from pricing.portable import portable_model
+
+    layout, _, _ = project
+    for stockcode, (model, splits, _) in responses.items():
+        test = splits["test"]
+        names = read_feature_names(layout, stockcode)
+        portable = portable_model(portable_network(model, names), joblib.load(layout.transformer(stockcode)),
+                                  {"stockcode": stockcode})
+        raw = test.x_raw[portable.raw_features].to_numpy(dtype=np.float64)
+        gap = np.abs(portable.predict_log(portable.model_input(raw)) - model.predict_log(test.x)).max()
+        assert gap < 1e-6, (stockcode, gap)

@@ -219,3 +219,26 @@ def test_the_numpy_forward_equals_the_torch_network():
         spec, arrays = portable_network(model, list("abcde"))
         x = np.random.default_rng(2).normal(size=(300, 5)) * 2
         assert np.abs(forward_log(spec, arrays, x) - model.predict_log(x)).max() < 1e-6
+
+
+def test_a_demand_curve_in_numpy_runs_each_lines_context_once_and_predicts_every_row_alike():
+    from pricing.model import portable_network
+    from pricing.portable import PORTABLE_FORMAT, PortableModel
+
+    monotone = [monotone_net(seed, batch_norm=bool(seed % 2), perturb=0.3)[0] for seed in range(2)]
+    torch.manual_seed(5)
+    plain = build_model(hparams_of(5, [7], [0.2], True)).eval()
+    names = list("abcde")
+    for model in (DemandEnsemble(monotone).eval(), DemandEnsemble([*monotone, plain]).eval()):
+        model.set_input_range(np.random.default_rng(0).normal(size=(50, 5)))
+        network, arrays = portable_network(model, names)
+        transformer = {"raw_features": names, "output_features": names, "branches": [
+            {"kind": "scale", "log1p": False, "columns": names, "mean": [0.5] * 5, "scale": [2.0] * 5}]}
+        portable = PortableModel({"format": PORTABLE_FORMAT, "network": network, "transformer": transformer}, arrays)
+        lines = np.random.default_rng(3).normal(size=(20, 5))
+        price_columns = ["b", "d"]  # the monotone nets' price inputs (price_index [1, 3])
+        prices = np.random.default_rng(4).normal(size=(7, 20, 2))  # each line at 7 prices
+        rows = np.repeat(lines[None], 7, axis=0)
+        rows[:, :, [1, 3]] = prices
+        every_row = portable.predict(rows.reshape(-1, 5)).reshape(7, 20).T
+        np.testing.assert_allclose(portable.predict_over_prices(lines, price_columns, prices), every_row, rtol=1e-5)

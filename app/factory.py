@@ -1,0 +1,180 @@
+"""The Flask app factory: routes, JSON errors, CORS, the periodic reload."""
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask, jsonify, render_template, request
+from werkzeug.exceptions import HTTPException
+
+from app.artifacts import Remote
+from app.models import ModelCatalogue
+from app.openapi import openapi_document
+from app.predict import MAX_PRICE_BINS, ParameterError, check_parameters, predict_price
+from app.settings import Settings
+from pricing.errors import DataValidationError
+from pricing.registry import RegistryStore, check_stockcode
+
+MAX_BATCH = 50
+# Routes that answer without looking at the store (a liveness probe must not wait on S3).
+NO_REFRESH = {"health", "openapi", "static"}
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.status, self.code, self.details = status, code, details
+
+
+def error_body(status: int, code: str, message: str, **details: Any) -> dict[str, Any]:
+    return {"error": {"status": status, "code": code, "message": message, **details}}
+
+
+def served_or_error(catalogue: ModelCatalogue, stockcode: str):
+    """The model served for ``stockcode``, or the API error that says why there is none."""
+    try:
+        check_stockcode(stockcode)
+    except DataValidationError as error:
+        raise ApiError(400, "invalid_parameter", str(error), parameter="stockcode") from None
+    served = catalogue.models.get(stockcode)
+    if served is not None:
+        return served
+    if stockcode in catalogue.failures:
+        failure = catalogue.failures[stockcode]
+        raise ApiError(503, "model_not_loaded", f"the approved model of {stockcode} could not be loaded: "
+                                                f"{failure.error}", stockcode=stockcode)
+    if stockcode in catalogue.unapproved:
+        raise ApiError(503, "no_approved_model", f"{stockcode} has no approved model (latest decision: "
+                                                 f"{catalogue.unapproved[stockcode]})", stockcode=stockcode)
+    if catalogue.store_error:
+        raise ApiError(503, "registry_unavailable", catalogue.store_error, stockcode=stockcode)
+    raise ApiError(404, "unknown_stockcode", f"no model of stockcode {stockcode!r} in the registry store",
+                   stockcode=stockcode)
+
+
+def _parameter_error(error: ParameterError) -> ApiError:
+    return ApiError(400, "invalid_parameter", str(error), parameter=error.parameter)
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    settings = settings or Settings.from_env()
+    app = Flask(__name__)
+    app.json.sort_keys = False
+    catalogue = ModelCatalogue(RegistryStore(settings.registry), Remote(settings.dvc_remote), settings.reload_seconds)
+    catalogue.refresh()
+    app.extensions["pricelineage"] = catalogue
+    if settings.cors_origins:
+        from flask_cors import CORS
+
+        CORS(app, origins=settings.cors_origins, methods=["GET", "POST", "OPTIONS"])
+
+    @app.before_request
+    def reload_when_due():
+        if request.endpoint not in NO_REFRESH:
+            catalogue.refresh_if_due()
+
+    @app.errorhandler(ApiError)
+    def api_error(error: ApiError):
+        return jsonify(error_body(error.status, error.code, str(error), **error.details)), error.status
+
+    @app.errorhandler(HTTPException)
+    def http_error(error: HTTPException):
+        code = (error.name or "error").lower().replace(" ", "_")
+        response = jsonify(error_body(error.code or 500, code, error.description or error.name))
+        response.status_code = error.code or 500
+        if error.code == 405 and error.valid_methods:
+            response.headers["Allow"] = ", ".join(error.valid_methods)
+        return response
+
+    @app.errorhandler(Exception)
+    def server_error(error: Exception):  # a real fault: logged with its trace, answered without it
+        app.logger.exception("unhandled error")
+        return jsonify(error_body(500, "internal_error", f"internal error ({type(error).__name__})")), 500
+
+    @app.get("/health")
+    def health():
+        return jsonify({"status": "alive"})
+
+    @app.get("/ready")
+    def ready():
+        body = {
+            "models": {sc: served.version for sc, served in sorted(catalogue.models.items())},
+            "failures": catalogue.failure_report(),
+            "unapproved": dict(sorted(catalogue.unapproved.items())),
+            "registry": settings.registry,
+            "dvc_remote": settings.dvc_remote,
+            "last_refresh": catalogue.last_refresh_at,
+            "reload_seconds": settings.reload_seconds,
+        }
+        if catalogue.store_error:
+            body["registry_error"] = catalogue.store_error
+        if catalogue.models:
+            return jsonify({"status": "ready", **body})
+        why = catalogue.store_error or (
+            "every approved model failed to load" if catalogue.failures
+            else f"no approved model in the registry store {settings.registry}")
+        return jsonify({"status": "not_ready", "reason": why, **body}), 503
+
+    @app.get("/v1/models")
+    def models():
+        return jsonify({"models": [served.summary() for _, served in sorted(catalogue.models.items())],
+                        "failures": catalogue.failure_report()})
+
+    @app.get("/v1/predict-price/<stockcode>")
+    def predict_one(stockcode: str):
+        try:
+            checked = check_parameters(request.args.to_dict())
+            return jsonify(predict_price(served_or_error(catalogue, stockcode), checked))
+        except ParameterError as error:
+            raise _parameter_error(error) from None
+
+    @app.post("/v1/predict-price")
+    def predict_many():
+        body = request.get_json(silent=True)
+        if not isinstance(body, dict) or not isinstance(body.get("requests"), list):
+            raise ApiError(400, "invalid_parameter", 'the body must be JSON {"requests": [{"stockcode": ...}, ...]}',
+                           parameter="requests")
+        items = body["requests"]
+        if not 1 <= len(items) <= MAX_BATCH:
+            raise ApiError(400, "invalid_parameter", f"requests must hold 1 to {MAX_BATCH} items, got {len(items)}",
+                           parameter="requests")
+        extra = sorted(set(body) - {"requests"})
+        if extra:
+            raise ApiError(400, "invalid_parameter", f"unknown field {extra[0]!r} in the body", parameter=extra[0])
+        jobs = []
+        for i, item in enumerate(items):
+            where = f"requests[{i}]."
+            if not isinstance(item, dict) or not isinstance(item.get("stockcode"), str):
+                raise ApiError(400, "invalid_parameter", f"{where}stockcode must be a string",
+                               parameter=f"{where}stockcode")
+            options = {k: v for k, v in item.items() if k != "stockcode"}
+            try:
+                jobs.append((item["stockcode"], check_parameters(options, where)))
+            except ParameterError as error:
+                raise _parameter_error(error) from None
+        results = []
+        for i, (stockcode, checked) in enumerate(jobs):
+            try:
+                results.append({"status": 200, **predict_price(served_or_error(catalogue, stockcode), checked)})
+            except ApiError as error:
+                if error.status == 400 and error.details.get("parameter") == "stockcode":
+                    error.details["parameter"] = f"requests[{i}].stockcode"
+                    raise
+                results.append({"status": error.status, "stockcode": stockcode,
+                                **error_body(error.status, error.code, str(error), **error.details)})
+            except ParameterError as error:
+                raise _parameter_error(ParameterError(f"requests[{i}].{error.parameter}",
+                                                      f"requests[{i}]: {error}")) from None
+        return jsonify({"results": results})
+
+    @app.get("/openapi.json")
+    def openapi():
+        return jsonify(openapi_document(MAX_PRICE_BINS, MAX_BATCH))
+
+    @app.get("/")
+    def page():
+        codes = sorted(catalogue.models)
+        chosen = request.args.get("stockcode")
+        default = chosen if chosen in catalogue.models else (codes[0] if codes else None)
+        return render_template("index.html", stockcodes=codes, default=default)
+
+    return app

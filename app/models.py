@@ -1,0 +1,284 @@
+"""The models the API serves: each stockcode's last approved record, loaded from the remote.
+
+A ``ServedModel`` holds what answering needs, in memory: the portable network (NumPy), the
+product's recent lines (the demand curve's context), its price evidence and the lineage's own
+recommendation. ``ModelCatalogue`` keeps one per stockcode and refreshes them from the
+registry store: a newer approval replaces the old model only once it has loaded completely;
+a failed load keeps the model already served and is reported (``/ready``).
+"""
+from __future__ import annotations
+
+import io
+import json
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from app.artifacts import ArtifactError, Remote
+from pricing.demand import SEGMENT, DemandCurve, Evidence, PriceResponse, price_evidence, price_response
+from pricing.errors import DataValidationError
+from pricing.features import LIST_PRICE, list_price_features
+from pricing.layout import SPLITS, Layout
+from pricing.portable import PortableModel
+from pricing.registry import Record, RegistryStore, output_md5
+
+LAYOUT = Layout()  # paths relative to a project root: as dvc.lock records them
+PRICE_RESPONSE_PARAMS = "price_response"
+DATE_COLUMN = "invoice_date"
+GRID_PRICE = "__grid_price"
+# The one-pass curve must be pricing.demand's, to float32 rounding (checked at every load).
+CURVE_TOLERANCE = 1e-5
+# Answers kept per served model, by range asked: a model's answer never changes, and a new
+# approval is a new ServedModel with an empty cache.
+ANSWER_CACHE_SIZE = 256
+
+
+class LoadError(Exception):
+    """A record's model could not be loaded: what, and why."""
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def lineage_params(record: Record, section: str) -> dict[str, Any]:
+    """A params.yaml section as the record's lineage used it (the stage entry that lists it)."""
+    for entry in record.lineage.get("stages", {}).values():
+        for values in (entry.get("params") or {}).values():
+            if isinstance(values, Mapping) and isinstance(values.get(section), Mapping):
+                return dict(values[section])
+    raise LoadError(f"the record's lineage has no {section!r} params")
+
+
+@dataclass(eq=False)
+class ServedModel:
+    record: Record
+    model: PortableModel
+    context: pl.DataFrame  # the product's most recent lines, every raw feature
+    evidence: Evidence
+    response: PriceResponse  # the lineage's own grid: the recommendation
+    loaded_at: str = field(default_factory=_now)
+
+    def __post_init__(self) -> None:
+        self._answers: dict[Any, Any] = {}
+        self._answers_lock = threading.Lock()
+
+    def answer(self, key: Any, compute):
+        """``compute()``'s answer for ``key`` (a range asked), computed once per model."""
+        with self._answers_lock:
+            cached = self._answers.get(key)
+        if cached is None:
+            cached = compute()
+            with self._answers_lock:
+                self._answers[key] = cached
+                while len(self._answers) > ANSWER_CACHE_SIZE:  # the oldest first: dicts keep insertion order
+                    del self._answers[next(iter(self._answers))]
+        return cached
+
+    @property
+    def stockcode(self) -> str:
+        return self.record.stockcode
+
+    @property
+    def version(self) -> str:
+        return self.record.model_version
+
+    @property
+    def evidence_range(self) -> tuple[float, float]:
+        """The list prices the product held long enough to count as evidence."""
+        prices = self.evidence.evidenced_prices or [self.evidence.current_price]
+        return min(prices), max(prices)
+
+    def default_range(self) -> tuple[float, float]:
+        """The evidence range; with no list-price change, the lineage's diagnostic span around
+        the current price (the curve is shown there, the recommendation stays the current price)."""
+        low, high = self.evidence_range
+        if high > low:
+            return low, high
+        return float(self.response.curve.prices.min()), float(self.response.curve.prices.max())
+
+    def recommendation(self) -> dict[str, Any]:
+        """The lineage's recommendation: the revenue-maximising list price inside the evidence
+        (the current price, flagged, when the list price never changed)."""
+        response = self.response
+        prices, demand = response.curve.prices, response.curve.demand
+        at = int(np.argmin(np.abs(prices - response.recommended_price)))
+        return {
+            "unit_price": response.recommended_price,
+            "quantity": float(demand[at]),
+            "predicted_sales": float(prices[at] * demand[at]),
+            "current_price": self.evidence.current_price,
+            "elasticity": response.elasticity,
+            "inside_evidence": True,
+            "flags": list(response.flags),
+        }
+
+    def curve(self, prices: np.ndarray) -> DemandCurve:
+        """``pricing.demand.demand_curve`` in one pass: the list-price features of every context
+        line at every price from one polars expression (the ETL's ``list_price_features``), and
+        the network's price paths on them while each line's context path runs once
+        (``PortableModel.predict_over_prices``)."""
+        prices = np.asarray(prices, dtype=np.float64)
+        features = list_price_features(pl.col(GRID_PRICE))
+        price_columns = [name for name in (e.meta.output_name() for e in features) if name in self.model.raw_features]
+        repriced = (pl.DataFrame({GRID_PRICE: prices}).join(self.context, how="cross").with_columns(features)
+                    .select([pl.col(c).cast(pl.Float64) for c in price_columns]).to_numpy())
+        lines = self.context.select([pl.col(c).cast(pl.Float64) for c in self.model.raw_features]).to_numpy()
+        per_line = self.model.predict_over_prices(lines, price_columns,
+                                                  repriced.reshape(len(prices), self.context.height, -1))
+        return DemandCurve(prices=prices, per_line=per_line, segments=self.context[SEGMENT].to_numpy())
+
+    def summary(self) -> dict[str, Any]:
+        """The version and lineage summary ``/v1/models`` lists."""
+        record = self.record
+        test = record.metrics.get("test") or {}
+        return {
+            "stockcode": record.stockcode,
+            "model_version": record.model_version,
+            "model_md5": record.model_md5,
+            "decided_at": record.decided_at,
+            "loaded_at": self.loaded_at,
+            "git": record.git,
+            "lineage": {key: record.lineage.get(key) for key in ("data", "code", "params")},
+            "stages": sorted(record.lineage.get("stages", {})),
+            "test_metrics": {k: v for k, v in test.items() if isinstance(v, (int, float)) and not isinstance(v, bool)},
+            "verdicts": {name: {k: v for k, v in verdict.items() if k in ("status", "passed", "drift_detected")}
+                         for name, verdict in record.verdicts.items() if isinstance(verdict, Mapping)},
+            "platform": record.platform,
+            "recommended_price": self.response.recommended_price,
+            "flags": list(self.response.flags),
+            "evidence_range": list(self.evidence_range),
+        }
+
+
+def _read_table(remote: Remote, files: Mapping[str, str], name: str, what: str) -> pl.DataFrame:
+    if name not in files:
+        raise LoadError(f"{what} has no {name}")
+    data = remote.read(files[name], f"{what}/{name}")
+    return pl.read_parquet(io.BytesIO(data))
+
+
+def load_model(record: Record, remote: Remote) -> ServedModel:
+    """Everything ``record``'s model needs to answer, each artifact verified by its md5."""
+    stockcode = record.stockcode
+    stages = record.lineage.get("stages") or {}
+    arrays_path = str(LAYOUT.portable_model_arrays(stockcode))
+    spec_path = str(LAYOUT.portable_model_spec(stockcode))
+    data_path = str(LAYOUT.preprocessed_dir(stockcode))
+    hashes = {path: output_md5(stages, path) for path in (arrays_path, spec_path, data_path)}
+    missing = [path for path, md5 in hashes.items() if not md5]
+    if missing:
+        raise LoadError(f"the record of {stockcode} {record.model_version} lists no {', '.join(missing)}")
+    try:
+        arrays_bytes = remote.read(hashes[arrays_path], arrays_path)
+        spec_bytes = remote.read(hashes[spec_path], spec_path)
+        files = remote.read_directory(hashes[data_path], data_path)
+        with np.load(io.BytesIO(arrays_bytes), allow_pickle=False) as npz:
+            arrays = {name: npz[name] for name in npz.files}
+        model = PortableModel(json.loads(spec_bytes), arrays)
+        raw = {split: _read_table(remote, files, LAYOUT.split_features(stockcode, split, False).name, data_path)
+               for split in SPLITS}
+        meta = {split: _read_table(remote, files, LAYOUT.split_meta(stockcode, split).name, data_path)
+                for split in SPLITS}
+        cfg = lineage_params(record, PRICE_RESPONSE_PARAMS)
+        evidence = price_evidence(
+            np.concatenate([raw[s][LIST_PRICE].to_numpy() for s in SPLITS]),
+            np.concatenate([meta[s][DATE_COLUMN].cast(pl.Datetime("us")).to_numpy() for s in SPLITS]),
+            min_weeks=int(cfg["min_weeks_at_price"]),
+        )
+        context = raw["test"].tail(int(cfg["context_lines"]))
+        response = price_response(context, evidence, model.predict, model.raw_features,
+                                  n_points=int(cfg["grid_points"]), diagnostic_span=float(cfg["diagnostic_span"]))
+        served = ServedModel(record=record, model=model, context=context, evidence=evidence, response=response)
+        gap = np.abs(served.curve(response.curve.prices).per_line - response.curve.per_line)
+        if not (gap <= CURVE_TOLERANCE * (1 + np.abs(response.curve.per_line))).all():
+            raise LoadError(f"{stockcode} {record.model_version}: the one-pass demand curve differs from "
+                            f"pricing.demand's by up to {gap.max():.3g} units")
+    except ArtifactError as error:
+        raise LoadError(str(error)) from error
+    except (DataValidationError, ValueError, KeyError, TypeError, pl.exceptions.PolarsError, OSError) as error:
+        raise LoadError(f"{stockcode} {record.model_version}: {type(error).__name__}: {error}") from error
+    return served
+
+
+@dataclass
+class Failure:
+    stockcode: str
+    model_version: str | None
+    error: str
+    at: str = field(default_factory=_now)
+
+    def as_dict(self, serving: str | None) -> dict[str, Any]:
+        return {"stockcode": self.stockcode, "model_version": self.model_version, "error": self.error,
+                "at": self.at, "still_serving": serving}
+
+
+class ModelCatalogue:
+    """The served model per stockcode, refreshed from the registry store."""
+
+    def __init__(self, store: RegistryStore, remote: Remote, reload_seconds: float) -> None:
+        self.store, self.remote, self.reload_seconds = store, remote, reload_seconds
+        self.models: dict[str, ServedModel] = {}
+        self.failures: dict[str, Failure] = {}
+        self.unapproved: dict[str, str] = {}  # stockcode -> latest decision (never approved)
+        self.store_error: str | None = None
+        self.last_refresh: float | None = None
+        self.last_refresh_at: str | None = None
+        self._refreshing = threading.Lock()
+
+    def refresh(self, wait: bool = True) -> bool:
+        """Load every stockcode's last approved model that is not the one already served.
+        With ``wait=False`` return at once (False) if another thread is refreshing."""
+        if not self._refreshing.acquire(blocking=wait):
+            return False
+        try:
+            try:
+                codes = self.store.stockcodes()
+            except Exception as error:  # the store unreachable: keep every model, say why
+                self.store_error = f"registry store {self.store.location}: {type(error).__name__}: {error}"
+            else:
+                self.store_error = None
+                for stockcode in codes:
+                    self._refresh_one(stockcode)
+            self.last_refresh = time.monotonic()
+            self.last_refresh_at = _now()
+            return True
+        finally:
+            self._refreshing.release()
+
+    def _refresh_one(self, stockcode: str) -> None:
+        try:
+            history = self.store.history(stockcode)
+        except Exception as error:
+            self.failures[stockcode] = Failure(stockcode, None, f"registry: {type(error).__name__}: {error}")
+            return
+        approved = next((r for r in reversed(history) if r.approved), None)
+        if approved is None:
+            self.unapproved[stockcode] = history[-1].decision if history else "none"
+            return
+        self.unapproved.pop(stockcode, None)
+        served = self.models.get(stockcode)
+        if served is not None and served.record == approved:
+            self.failures.pop(stockcode, None)
+            return
+        try:
+            self.models[stockcode] = load_model(approved, self.remote)
+            self.failures.pop(stockcode, None)
+        except LoadError as error:
+            self.failures[stockcode] = Failure(stockcode, approved.model_version, str(error))
+
+    def refresh_if_due(self) -> None:
+        """Refresh when the interval has passed; one caller refreshes, the others go on serving."""
+        due = self.last_refresh is None or time.monotonic() - self.last_refresh >= self.reload_seconds
+        if due:
+            self.refresh(wait=False)
+
+    def failure_report(self) -> list[dict[str, Any]]:
+        return [failure.as_dict(self.models[sc].version if sc in self.models else None)
+                for sc, failure in sorted(self.failures.items())]

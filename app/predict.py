@@ -1,0 +1,125 @@
+"""``/v1/predict-price``: parameters checked and named, the curve over the asked range, the
+part outside the evidence marked as extrapolated, the recommendation from inside it."""
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from app.models import ServedModel
+
+DEFAULT_PRICE_BINS = 100
+MAX_PRICE_BINS = 1000
+# A range may reach past the evidence (marked extrapolated), but not without bound.
+MAX_RANGE_FACTOR = 10.0
+PARAMETERS = ("unitprice_min", "unitprice_max", "num_price_bins")
+# Prices are compared with the evidence to the cent's hundredth.
+PRICE_TOLERANCE = 1e-9
+
+
+class ParameterError(Exception):
+    """A request parameter is malformed, out of range or inconsistent with another."""
+
+    def __init__(self, parameter: str, message: str) -> None:
+        super().__init__(message)
+        self.parameter = parameter
+
+
+def _number(parameter: str, value: Any) -> float:
+    if isinstance(value, bool):
+        raise ParameterError(parameter, f"{parameter} must be a number, got {value!r}")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ParameterError(parameter, f"{parameter} must be a number, got {value!r}") from None
+    if not math.isfinite(number) or number <= 0:
+        raise ParameterError(parameter, f"{parameter} must be a positive finite price, got {value!r}")
+    return number
+
+
+def _bins(value: Any) -> int:
+    parameter = "num_price_bins"
+    if isinstance(value, bool) or isinstance(value, float) and not value.is_integer():
+        raise ParameterError(parameter, f"{parameter} must be an integer, got {value!r}")
+    try:
+        bins = int(str(value).strip()) if not isinstance(value, (int, float)) else int(value)
+    except (TypeError, ValueError):
+        raise ParameterError(parameter, f"{parameter} must be an integer, got {value!r}") from None
+    if not 2 <= bins <= MAX_PRICE_BINS:
+        raise ParameterError(parameter, f"{parameter} must be between 2 and {MAX_PRICE_BINS}, got {bins}")
+    return bins
+
+
+def check_parameters(values: Mapping[str, Any], where: str = "") -> dict[str, Any]:
+    """The known parameters, typed; unknown names are an error (a typo would be ignored)."""
+    unknown = sorted(set(values) - set(PARAMETERS))
+    if unknown:
+        raise ParameterError(f"{where}{unknown[0]}", f"unknown parameter {where}{unknown[0]!r}; "
+                                                     f"known: {', '.join(PARAMETERS)}")
+    checked: dict[str, Any] = {}
+    try:
+        for name in ("unitprice_min", "unitprice_max"):
+            if values.get(name) not in (None, ""):
+                checked[name] = _number(name, values[name])
+        if values.get("num_price_bins") not in (None, ""):
+            checked["num_price_bins"] = _bins(values["num_price_bins"])
+    except ParameterError as error:
+        raise ParameterError(f"{where}{error.parameter}", f"{where}{error}") from None
+    if "unitprice_min" in checked and "unitprice_max" in checked and checked["unitprice_min"] >= checked["unitprice_max"]:
+        raise ParameterError(f"{where}unitprice_min", f"{where}unitprice_min ({checked['unitprice_min']}) must be "
+                                                      f"below unitprice_max ({checked['unitprice_max']})")
+    return checked
+
+
+def price_range(served: ServedModel, checked: Mapping[str, Any]) -> tuple[float, float, int]:
+    """The asked range, defaults from the model's evidence, checked against it."""
+    default_low, default_high = served.default_range()
+    low = checked.get("unitprice_min", default_low)
+    high = checked.get("unitprice_max", default_high)
+    bins = checked.get("num_price_bins", DEFAULT_PRICE_BINS)
+    if low >= high:
+        name = "unitprice_min" if "unitprice_min" in checked else "unitprice_max"
+        raise ParameterError(name, f"unitprice_min ({low}) must be below unitprice_max ({high}); "
+                                   f"the default range of {served.stockcode} is [{default_low}, {default_high}]")
+    cap = MAX_RANGE_FACTOR * served.evidence_range[1]
+    if high > cap:
+        name = "unitprice_max" if "unitprice_max" in checked else "unitprice_min"
+        raise ParameterError(name, f"{name} beyond {MAX_RANGE_FACTOR:g}x the highest observed list price of "
+                                   f"{served.stockcode} ({served.evidence_range[1]}): at most {cap:.4g}")
+    return float(low), float(high), int(bins)
+
+
+def predict_price(served: ServedModel, checked: Mapping[str, Any]) -> dict[str, Any]:
+    low, high, bins = price_range(served, checked)
+    return served.answer((low, high, bins), lambda: curve_answer(served, low, high, bins))
+
+
+def curve_answer(served: ServedModel, low: float, high: float, bins: int) -> dict[str, Any]:
+    prices = np.linspace(low, high, bins)
+    curve = served.curve(prices)
+    evidence_low, evidence_high = served.evidence_range
+    outside = (prices < evidence_low - PRICE_TOLERANCE) | (prices > evidence_high + PRICE_TOLERANCE)
+    recommendation = served.recommendation()
+    points = [
+        {"unit_price": float(price), "quantity": float(quantity), "predicted_sales": float(revenue),
+         "extrapolated": bool(extrapolated)}
+        for price, quantity, revenue, extrapolated in zip(prices, curve.demand, curve.revenue, outside)
+    ]
+    return {
+        "stockcode": served.stockcode,
+        "model_version": served.version,
+        "unitprice_min": low,
+        "unitprice_max": high,
+        "num_price_bins": bins,
+        "optimal_unit_price": recommendation["unit_price"],
+        "max_predicted_sales": recommendation["predicted_sales"],
+        "recommendation": recommendation,
+        "flags": list(served.response.flags) + (["extrapolated"] if outside.any() else []),
+        "evidence": served.evidence.as_dict(),
+        "evidence_range": [evidence_low, evidence_high],
+        "extrapolated_points": int(outside.sum()),
+        "context_lines": int(served.context.height),
+        "prices": points,
+    }

@@ -1,0 +1,53 @@
+"""A model approved by the real lineage, for the price API's slow tests and its benchmark: a
+copy of this project (tests/project_copy.py), the README's main command on it (``python -m
+flows.lineage``) with its registry store, workspaces, DVC remote and Prefect home all under
+one folder. The risk gate is relaxed for tiny budgets, which make models it rightly rejects.
+
+``python -m tests.api_lineage DEST [override ...]`` does the same from the command line
+(``bench/api.py`` reads the store and remote it prints)."""
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from pricing import registry
+from pricing.layout import REGISTRY_ENV, WORKSPACES_ENV
+from tests.project_copy import make_project_copy, remote_dir, run
+
+SC = "85123A"
+TINY_BUDGET = ["tune.n_trials=2", "tune.num_epochs=3"]
+RELAXED_RISK = ["risk.require_beat_baseline=false", "risk.mae_diff_threshold=100",
+                "risk.mean_outcome_difference_threshold=100"]
+
+
+@dataclass(frozen=True)
+class ApprovedLineage:
+    root: Path  # the project copy (its checkout has the product's dvc.lock entries and outputs)
+    registry: Path
+    remote: Path
+    record: registry.Record
+
+
+def approve_real_model(base: Path, overrides: list[str] | None = None, stockcode: str = SC) -> ApprovedLineage:
+    base.mkdir(parents=True, exist_ok=True)
+    root = make_project_copy(base / "project", {"stockcodes": [stockcode]})
+    env = {**os.environ, REGISTRY_ENV: str(base / "registry"), WORKSPACES_ENV: str(base / "workspaces"),
+           "PREFECT_HOME": str(base / "prefect-home"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+           # a new Prefect home migrates its database first: on a busy machine, past the default 20 s
+           "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180"}
+    env.pop("PREFECT_API_URL", None)  # Prefect's temporary local API, as `make run`
+    settings = [f"-S{override}" for override in (TINY_BUDGET if overrides is None else overrides) + RELAXED_RISK]
+    result = run([sys.executable, "-m", "flows.lineage", "-s", stockcode, *settings], root, check=False, env=env)
+    record = registry.approved_model(stockcode, base / "registry")
+    if record is None:
+        raise AssertionError(f"the lineage approved no model of {stockcode} (rc {result.returncode}):\n"
+                             f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return ApprovedLineage(root=root, registry=base / "registry", remote=remote_dir(root), record=record)
+
+
+if __name__ == "__main__":
+    approved = approve_real_model(Path(sys.argv[1]).resolve(), sys.argv[2:] or None)
+    print(f"approved {approved.record.stockcode} {approved.record.model_version}\n"
+          f"bench: .venv/bin/python -m bench.api --registry {approved.registry} --remote {approved.remote}")
