@@ -46,7 +46,7 @@ def project(tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(root)
         for stockcode in BEST_SELLERS:
-            layout.drift_metrics(stockcode).write_text(json.dumps({"drift_detected": False, "status": "test"}))
+            layout.drift_metrics(stockcode).write_text(json.dumps({"drift_detected": False, "status": "ok"}))
             preprocess.main([stockcode])
     return layout, params, processed
 
