@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 from stages.common import DATA_VALIDATION_MARKER, DRIFT_GATE_MARKER, EXIT_DATA_VALIDATION, EXIT_DRIFT_GATE
 from tasks.errors import (
@@ -263,11 +262,18 @@ def cache_dir(root: Path) -> Path:
 
 
 # -- dvc.lock -------------------------------------------------------------------------------
+def load_dvc_yaml(text: str) -> Any:
+    """YAML as DVC reads it (1.2: ``1e-06`` is a number, PyYAML's 1.1 reads a string), as plain data."""
+    from ruamel.yaml import YAML
+
+    return json.loads(json.dumps(YAML(typ="safe", pure=True).load(text), default=str))
+
+
 def read_lock(root: Path) -> dict[str, Any]:
     path = root / LOCK_FILE
     if not path.exists():
         return {}
-    return (yaml.safe_load(path.read_text()) or {}).get("stages", {}) or {}
+    return (load_dvc_yaml(path.read_text()) or {}).get("stages", {}) or {}
 
 
 def lock_entry(root: Path, address: str) -> dict[str, Any] | None:

@@ -26,10 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from pricing.errors import DataValidationError
-from pricing.layout import PARAMS_FILE, load_params, workspaces_dir
+from pricing.layout import load_params, workspaces_dir
 from tasks import dvcrepo
 from tasks.stages import lineage_stages
 
@@ -103,11 +101,8 @@ def create(
             run = dvcrepo.run_dvc([*dvc, key, value], path)
             if run.returncode != 0:
                 raise DataValidationError(f"workspace {path}: `dvc config {key}` failed: {run.output}")
-        params_path = path / PARAMS_FILE
-        params = yaml.safe_load(params_path.read_text())
-        params["stockcodes"] = [stockcode]
-        params_path.write_text(yaml.safe_dump(params, sort_keys=False))
-        dvcrepo.apply_params_overrides(path, list(overrides or []))
+        # Through DVC's own `-S` (not a YAML dump): values keep the types DVC reads them with.
+        dvcrepo.apply_params_overrides(path, [f"stockcodes=['{stockcode}']", *(overrides or [])])
         _seed_lock(path, project, stockcode, seed or {})
     except BaseException:
         shutil.rmtree(path, ignore_errors=True)
