@@ -304,7 +304,9 @@ class RegistryStore:
     def __init__(self, location: str | os.PathLike, **storage_options: Any) -> None:
         text = os.fspath(location)
         self.location = text if "://" in text else str(Path(text).expanduser().resolve())
-        self.fs, self.base = fsspec.core.url_to_fs(self.location, **storage_options)
+        # A store of its own, not fsspec's cached instance: that one keeps the endpoint and keys
+        # the process first saw, even after the environment names others.
+        self.fs, self.base = fsspec.core.url_to_fs(self.location, skip_instance_cache=True, **storage_options)
         self.is_local = "file" in (self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,))
 
     def __repr__(self) -> str:
