@@ -104,6 +104,21 @@ def test_backfill_runs_any_products_side_by_side_and_records_each_whole(deployed
     assert {code: len(registry.history(store, code)) for code in BACKFILLED} == decisions
 
 
+def test_a_manual_run_as_the_ui_starts_it(deployed):
+    """What the UI's "Custom run" does: a flow run of lineage-manual with the form's values."""
+    from prefect.deployments import run_deployment
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    stack, project, store = deployed["stack"], deployed["project"], deployed["store"]
+    with temporary_settings(updates={PREFECT_API_URL: stack.api_url}):
+        flow_run = run_deployment("lineage/lineage-manual", timeout=1800,
+                                  parameters={"stockcodes": ["85123A"], "overrides": TINY, "max_concurrent": 1})
+    assert flow_run.state.is_completed(), flow_run.state.message
+    assert "85123A" in flow_run.state.message
+    assert registry.latest(store, "85123A").overrides == TINY
+    assert (project / "params.yaml").read_bytes() == deployed["params"]
+
+
 def test_backfill_refuses_unknown_stockcodes_and_starts_nothing(deployed):
     _, before = _backfill(deployed["stack"], [])
     flow_run, after = _backfill(deployed["stack"], ["85123A", "NOSUCH1", "ALSO-NOT"])
