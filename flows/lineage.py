@@ -65,11 +65,11 @@ def _keep(served_version: str | None) -> str:
     return f"model {served_version} stays served" if served_version else "no model is served yet"
 
 
-def _stages_in(ws: workspace.Workspace, store: registry.RegistryStore, overrides: list[str]) -> dict[str, Any]:
+def _stages_in(ws: workspace.Workspace, store: registry.RegistryStore, overrides: list[str],
+               served: registry.Record | None) -> dict[str, Any]:
     """The per-product half of the lineage inside its workspace; returns its outcome."""
     logger = get_run_logger()
     root, stockcode = ws.path, ws.stockcode
-    served = registry.approved_model(stockcode, store)
     served_version = served.model_version if served else None
     stages: dict[str, str] = {}
     results: dict[str, dict[str, Any]] = {}
@@ -172,11 +172,12 @@ def run_product(
     ws = None
     try:
         with stockcode_lock(stockcode, wait, workspaces_dir(project) / "locks"):
-            last = registry.latest(store, stockcode)
-            seed = (last.lineage.get("stages") or {}) if last else {}
+            decisions = registry.history(store, stockcode)  # read once: the seed and the served model
+            seed = (decisions[-1].lineage.get("stages") or {}) if decisions else {}
+            served = next((record for record in reversed(decisions) if record.approved), None)
             ws = workspace.create(project, stockcode, overrides, source=revision, seed=seed)
             logger.info("%s: workspace %s at %s", stockcode, ws.path, ws.source["commit"][:12])
-            outcome = _stages_in(ws, store, overrides)
+            outcome = _stages_in(ws, store, overrides, served)
             if outcome["status"] != "failed":
                 try:
                     outcome["landed"] = workspace.land(ws)

@@ -49,9 +49,6 @@ SPECS: dict[str, StageSpec] = {
     RISK: StageSpec(RISK, lambda layout, sc: layout.risk_metrics(sc), {"passed": bool, "reasons": list}),
 }
 
-# Drift verdicts the drift stage writes under ``status``.
-DRIFT_STATUSES = ("ok", "drift", "insufficient_data")
-
 
 def stage_id(name: str, stockcode: str | None = None) -> str:
     """The DVC address of a stage: ``etl_pipeline`` or ``preprocess@85123A``."""
