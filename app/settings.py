@@ -6,9 +6,9 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pricing.layout import DEFAULT_REGISTRY, REGISTRY_ENV, registry_location
+from pricing.layout import REMOTE_URL_ENV, dvc_remote_url, registry_location
 
-REMOTE_ENV = "PRICELINEAGE_DVC_REMOTE_URL"
+REMOTE_ENV = REMOTE_URL_ENV
 RELOAD_ENV = "PRICELINEAGE_RELOAD_SECONDS"
 CORS_ENV = "PRICELINEAGE_CORS_ORIGINS"
 PROJECT_ENV = "PRICELINEAGE_PROJECT"
@@ -22,11 +22,13 @@ def _expand(location: str) -> str:
 
 
 def dvc_remote_location(root: Path | str = PROJECT_ROOT) -> str:
-    """The DVC remote to read artifacts from: env ``PRICELINEAGE_DVC_REMOTE_URL``, else the
-    default remote of the checkout's ``.dvc/config`` (``config.local`` wins, as in DVC), else
-    the default folder. Read as INI: serving does not carry DVC."""
-    if os.environ.get(REMOTE_ENV):
-        return _expand(os.environ[REMOTE_ENV])
+    """The DVC remote to read artifacts from: env ``PRICELINEAGE_DVC_REMOTE_URL`` or the
+    storage setting (``PRICELINEAGE_STORAGE``), else the default remote of the checkout's
+    ``.dvc/config`` (``config.local`` wins, as in DVC), else the default folder. Read as INI:
+    serving does not carry DVC."""
+    configured = dvc_remote_url(root)
+    if configured:
+        return configured
     config = configparser.ConfigParser()
     config.read([Path(root) / ".dvc" / "config", Path(root) / ".dvc" / "config.local"])
     name = config.get("core", "remote", fallback=None)
@@ -48,9 +50,8 @@ class Settings:
     @classmethod
     def from_env(cls, root: Path | str | None = None) -> Settings:
         root = Path(root or os.environ.get(PROJECT_ENV) or PROJECT_ROOT)
-        # On Lambda there is no params.yaml: the environment names the store.
-        registry = os.environ.get(REGISTRY_ENV) or (
-            registry_location(root) if (root / "params.yaml").exists() else _expand(DEFAULT_REGISTRY))
+        # On Lambda there is no params.yaml: the environment names the stores.
+        registry = registry_location(root)
         reload_text = os.environ.get(RELOAD_ENV, "").strip()
         try:
             reload_seconds = float(reload_text) if reload_text else DEFAULT_RELOAD_SECONDS

@@ -27,7 +27,8 @@ import os
 import platform
 import re
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -298,6 +299,23 @@ def _object_name(record: Record) -> str:
     return f"{stamp}Z-{record.decision}-{record.model_version}-{uuid.uuid4().hex[:12]}.json"
 
 
+class RegistryStoreError(OSError):
+    """The registry store could not be reached, read or written (keys, permissions, network)."""
+
+
+@contextmanager
+def _reaching(store: "RegistryStore", doing: str) -> Iterator[None]:
+    """Say which store and what for when the storage underneath fails (S3: a wrong key, an
+    endpoint that does not answer), whatever the error's type (botocore's are not OSError)."""
+    try:
+        yield
+    except (FileNotFoundError, DataValidationError):
+        raise
+    except Exception as error:  # noqa: BLE001 - re-raised with the store named
+        raise RegistryStoreError(f"registry store {store.location}: could not {doing}: "
+                                 f"{type(error).__name__}: {error}") from error
+
+
 class RegistryStore:
     """The decisions of every stockcode under one location (a folder or an fsspec URL)."""
 
@@ -320,6 +338,11 @@ class RegistryStore:
         folder = self._folder(record.stockcode)
         name = _object_name(record)
         payload = (record.to_json() + "\n").encode()
+        with _reaching(self, f"write {record.stockcode}/{name}"):
+            self._write(folder, name, payload)
+        return f"{record.stockcode}/{name}"
+
+    def _write(self, folder: str, name: str, payload: bytes) -> None:
         if self.is_local:  # readers must never see half an object: write aside, then rename
             self.fs.makedirs(folder, exist_ok=True)
             tmp = f"{folder}/.{name}.tmp"
@@ -330,12 +353,12 @@ class RegistryStore:
             os.replace(tmp, f"{folder}/{name}")
         else:  # an object store's PUT is atomic
             self.fs.pipe_file(f"{folder}/{name}", payload)
-        return f"{record.stockcode}/{name}"
 
     def _names(self, stockcode: str) -> list[str]:
         folder = self._folder(stockcode)
         try:
-            listed = self.fs.ls(folder, detail=False, refresh=True)
+            with _reaching(self, f"list {stockcode}"):
+                listed = self.fs.ls(folder, detail=False, refresh=True)
         except FileNotFoundError:
             return []
         names = [str(path).rstrip("/").rsplit("/", 1)[-1] for path in listed]
@@ -346,7 +369,8 @@ class RegistryStore:
         folder = self._folder(stockcode)
         records = []
         for name in self._names(stockcode):
-            text = self.fs.cat_file(f"{folder}/{name}").decode()
+            with _reaching(self, f"read {stockcode}/{name}"):
+                text = self.fs.cat_file(f"{folder}/{name}").decode()
             try:
                 records.append(Record.from_dict(json.loads(text)))
             except (ValueError, TypeError) as error:
@@ -356,7 +380,8 @@ class RegistryStore:
     def stockcodes(self) -> list[str]:
         """Stockcodes with at least one recorded decision."""
         try:
-            listed = self.fs.ls(self.base, detail=True, refresh=True)
+            with _reaching(self, "list its stockcodes"):
+                listed = self.fs.ls(self.base, detail=True, refresh=True)
         except FileNotFoundError:
             return []
         return sorted(

@@ -60,15 +60,10 @@ def build_record(
     )
 
 
-# The DVC remote approvals push to: the project's default one unless this names another
-# (e.g. `s3` in production, set by the ECS deployments).
-REMOTE_ENV = "PRICELINEAGE_DVC_REMOTE"
-
-
 def push(root: Path, addresses: list[str], remote: str | None = None) -> None:
-    """``dvc push`` the outputs of ``addresses`` to the default (or named) remote."""
+    """``dvc push`` the outputs of ``addresses`` to the workspace's default remote (the storage
+    setting's, see ``tasks.workspace.create``) or the one named."""
     logger = run_logger()
-    remote = remote or os.environ.get(REMOTE_ENV) or None
     args = ["push", *(["--remote", remote] if remote else []), *addresses]
     pushed = dvcrepo.run_dvc(args, root, echo=logger.info)
     if pushed.returncode != 0:

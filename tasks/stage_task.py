@@ -29,15 +29,13 @@ from prefect.tasks import exponential_backoff
 
 from tasks import dvcrepo
 from tasks.errors import StageOutputError, is_transient
+from tasks.result_storage import result_storage
 from tasks.stages import SPECS, metrics_relpath, stage_id
 
 # Tunables, from the environment so a deployment (or a test) sets them without code changes.
 RETRIES = int(os.environ.get("PRICELINEAGE_RETRIES", "3"))
 RETRY_BACKOFF_SECONDS = float(os.environ.get("PRICELINEAGE_RETRY_BACKOFF_SECONDS", "10"))
 RETRY_JITTER_FACTOR = float(os.environ.get("PRICELINEAGE_RETRY_JITTER_FACTOR", "0.5"))
-# Where cached results persist: None = Prefect's local storage (PREFECT_LOCAL_STORAGE_PATH);
-# in production a saved block, e.g. "s3-bucket/pricelineage-results".
-RESULT_STORAGE = os.environ.get("PRICELINEAGE_RESULT_STORAGE") or None
 
 METRIC_PARSERS = {".json": json.loads, ".yaml": yaml.safe_load, ".yml": yaml.safe_load}
 
@@ -142,7 +140,6 @@ def make_stage_task(name: str) -> Task:
         task_run_name=f"{name}@{{stockcode}}" if spec.per_stockcode else name,
         cache_key_fn=_cache_key_for(name),
         persist_result=True,
-        result_storage=RESULT_STORAGE,
         result_serializer="json",
         retries=RETRIES,
         retry_delay_seconds=exponential_backoff(backoff_factor=RETRY_BACKOFF_SECONDS),
@@ -165,6 +162,9 @@ def run_stage(name: str, root: Path | str, stockcode: str | None = None):
     fp = dvcrepo.fingerprint(Path(root), address)
     _fresh[(str(root), address)] = fp
     stage_task = STAGE_TASKS[name]
+    storage = result_storage(root)  # where the cached results persist: see tasks/result_storage.py
+    if storage:
+        stage_task = stage_task.with_options(result_storage=storage)
     if not fp.in_sync:
         stage_task = stage_task.with_options(refresh_cache=True)
     try:

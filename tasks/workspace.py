@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from pricing.errors import DataValidationError
-from pricing.layout import load_params, workspaces_dir
+from pricing.layout import dvc_remote_url, load_params, workspaces_dir
 from tasks import dvcrepo
 from tasks.stages import lineage_stages
 
@@ -97,7 +97,12 @@ def create(
         if (project / LOCAL_CONFIG).exists():  # the user's remote settings and credentials
             shutil.copy2(project / LOCAL_CONFIG, path / LOCAL_CONFIG)
         dvc = ["config", "--local"]
-        for key, value in (("cache.dir", str(dvcrepo.cache_dir(project))), ("cache.type", CACHE_LINK_TYPES)):
+        settings = [("cache.dir", str(dvcrepo.cache_dir(project))), ("cache.type", CACHE_LINK_TYPES)]
+        remote_url = dvc_remote_url(project)
+        if remote_url:  # pushes and pulls go there; the user's options for that remote still apply
+            name = remote_name(remote_url)
+            settings += [(f"remote.{name}.url", remote_url), ("core.remote", name)]
+        for key, value in settings:
             run = dvcrepo.run_dvc([*dvc, key, value], path)
             if run.returncode != 0:
                 raise DataValidationError(f"workspace {path}: `dvc config {key}` failed: {run.output}")
@@ -108,6 +113,13 @@ def create(
         shutil.rmtree(path, ignore_errors=True)
         raise
     return Workspace(path, project, stockcode, list(overrides or []), source)
+
+
+def remote_name(url: str) -> str:
+    """The remote of ``.dvc/config`` a URL takes the place of: ``s3`` for S3 (so endpoint and
+    credentials set on it in ``config.local`` still apply), ``local`` for a folder."""
+    scheme = url.split("://", 1)[0] if "://" in url else "local"
+    return {"s3": "s3", "local": "local"}.get(scheme, "storage")
 
 
 def _seed_lock(path: Path, project: Path, stockcode: str, seed: dict[str, dict[str, Any]]) -> None:

@@ -1,0 +1,108 @@
+"""The one storage setting (``PRICELINEAGE_STORAGE`` / ``orchestration.storage``): the DVC
+remote, the registry store and Prefect's results move to S3 together; a part's own variable
+still wins; a bad value is refused with the setting's name; a workspace pushes and pulls
+through the setting's remote, keeping the user's options for it."""
+import configparser
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from app.settings import Settings
+from pricing.layout import (
+    REGISTRY_ENV,
+    REMOTE_URL_ENV,
+    STORAGE_ENV,
+    dvc_remote_url,
+    registry_location,
+    storage_location,
+    storage_root,
+)
+from tasks import workspace
+from tasks.result_storage import RESULT_STORAGE_ENV, result_storage
+from toy_project import git_commit_all, make_toy_project, run_cmd
+
+PART_VARIABLES = (STORAGE_ENV, REGISTRY_ENV, REMOTE_URL_ENV, RESULT_STORAGE_ENV)
+
+
+@pytest.fixture(autouse=True)
+def no_storage_variables(monkeypatch):
+    for name in PART_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+
+
+def project_with(tmp_path: Path, orchestration: dict) -> Path:
+    root = tmp_path / "project"
+    root.mkdir(exist_ok=True)
+    (root / "params.yaml").write_text(yaml.safe_dump({"orchestration": orchestration}))
+    return root
+
+
+def test_unset_keeps_every_store_local(tmp_path):
+    root = project_with(tmp_path, {"registry": str(tmp_path / "decisions")})
+    assert storage_root(root) is None
+    assert registry_location(root) == str(tmp_path / "decisions")
+    assert dvc_remote_url(root) is None  # the checkout's own default remote
+    assert result_storage(root) is None  # Prefect's local storage
+
+
+def test_one_variable_moves_all_three(tmp_path, monkeypatch):
+    root = project_with(tmp_path, {"registry": str(tmp_path / "decisions")})
+    monkeypatch.setenv(STORAGE_ENV, "s3://team-bucket/pricing/")
+    assert storage_root(root) == "s3://team-bucket/pricing"
+    assert registry_location(root) == "s3://team-bucket/pricing/registry"
+    assert dvc_remote_url(root) == "s3://team-bucket/pricing/dvc"
+    assert storage_location(root, "results") == "s3://team-bucket/pricing/prefect-results"
+
+
+def test_params_yaml_names_it_too_and_a_parts_own_variable_wins(tmp_path, monkeypatch):
+    root = project_with(tmp_path, {"storage": "s3://team-bucket"})
+    assert registry_location(root) == "s3://team-bucket/registry"
+    monkeypatch.setenv(REGISTRY_ENV, "s3://elsewhere/decisions")
+    monkeypatch.setenv(REMOTE_URL_ENV, str(tmp_path / "remote"))
+    assert registry_location(root) == "s3://elsewhere/decisions"
+    assert dvc_remote_url(root) == str(tmp_path / "remote")
+    monkeypatch.setenv(RESULT_STORAGE_ENV, "s3-bucket/teams-own-block")
+    assert result_storage(root) == "s3-bucket/teams-own-block"
+
+
+@pytest.mark.parametrize("value", ["http://bucket/x", "s3://", "team-bucket", "/mnt/shared"])
+def test_a_value_that_is_not_an_s3_url_is_refused_by_name(tmp_path, monkeypatch, value):
+    root = project_with(tmp_path, {})
+    monkeypatch.setenv(STORAGE_ENV, value)
+    with pytest.raises(ValueError, match=f"{STORAGE_ENV} must be an S3 URL.*{value}"):
+        registry_location(root)
+    monkeypatch.delenv(STORAGE_ENV)
+    (root / "params.yaml").write_text(yaml.safe_dump({"orchestration": {"storage": value}}))
+    with pytest.raises(ValueError, match="orchestration.storage must be an S3 URL"):
+        dvc_remote_url(root)
+
+
+def test_the_api_follows_it_without_a_params_file(tmp_path, monkeypatch):
+    """On Lambda there is no params.yaml and no .dvc/config: the variable alone points it."""
+    monkeypatch.setenv(STORAGE_ENV, "s3://team-bucket")
+    settings = Settings.from_env(tmp_path)
+    assert (settings.registry, settings.dvc_remote) == ("s3://team-bucket/registry", "s3://team-bucket/dvc")
+
+
+def test_a_workspace_pushes_to_the_settings_remote_with_the_users_options(tmp_path, monkeypatch):
+    toy = make_toy_project(tmp_path / "toy")
+    run_cmd([os.sys.executable, "-m", "dvc", "remote", "add", "s3", "s3://pricelineage/dvc"], toy)  # as .dvc/config has it
+    git_commit_all(toy, "the s3 remote")
+    run_cmd([os.sys.executable, "-m", "dvc", "config", "--local", "remote.s3.endpointurl", "http://127.0.0.1:9"], toy)
+    monkeypatch.setenv(STORAGE_ENV, "s3://team-bucket/pricing")
+    ws = workspace.create(toy, "85123A", [], base=tmp_path / "ws")
+    try:
+        local = configparser.ConfigParser()
+        local.read(ws.path / ".dvc" / "config.local")
+        assert local.get("core", "remote") == "s3"
+        assert local.get("'remote \"s3\"'", "url") == "s3://team-bucket/pricing/dvc"
+        assert local.get("'remote \"s3\"'", "endpointurl") == "http://127.0.0.1:9"
+        listed = run_cmd([os.sys.executable, "-m", "dvc", "remote", "list"], ws.path)
+        assert "s3://team-bucket/pricing/dvc\t(default)" in listed.replace("    ", "\t")
+    finally:
+        workspace.remove(ws)
+    assert "team-bucket" not in (toy / ".dvc" / "config.local").read_text()  # the user's file is untouched
+    shutil.rmtree(tmp_path / "ws", ignore_errors=True)
