@@ -79,3 +79,25 @@ def test_production_prefect_file_builds_pushes_and_clones_the_revision():
     # The local file needs no Docker engine: no build, push or image.
     assert local["build"] is None and local["push"] is None
     assert all("image" not in (d["work_pool"].get("job_variables") or {}) for d in local["deployments"])
+
+
+def test_ecs_flow_runs_use_the_bucket_through_the_one_storage_setting(monkeypatch):
+    """The containers' env, rendered as `prefect deploy` renders it, names the bucket once, and
+    that alone points the DVC remote, the registry store and the results at it."""
+    from prefect.utilities.templating import apply_values
+
+    from pricing.layout import dvc_remote_url, registry_location, storage_location
+    from tasks.result_storage import RESULT_STORAGE_ENV
+
+    monkeypatch.setenv("PRICELINEAGE_BUCKET", "team-artifacts")
+    ecs = apply_values(yaml.safe_load((ROOT / "deployments" / "prefect-ecs.yaml").read_text()), os.environ,
+                       remove_notset=False)
+    envs = [d["work_pool"]["job_variables"]["env"] for d in ecs["deployments"]]
+    assert all(env == {"PRICELINEAGE_STORAGE": "s3://team-artifacts"} for env in envs), envs
+    for name in ("PRICELINEAGE_REGISTRY", "PRICELINEAGE_DVC_REMOTE_URL", RESULT_STORAGE_ENV):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in envs[0].items():
+        monkeypatch.setenv(name, value)
+    assert dvc_remote_url(ROOT) == "s3://team-artifacts/dvc"
+    assert registry_location(ROOT) == "s3://team-artifacts/registry"
+    assert storage_location(ROOT, "results") == "s3://team-artifacts/prefect-results"
