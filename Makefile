@@ -26,8 +26,8 @@ run: setup
 	PREFECT_SERVER_ANALYTICS_ENABLED=false $(PYTHON) -m flows.lineage
 
 # The price API on http://127.0.0.1:8000/ (waitress): the models `make run` approved, from the
-# default registry store and DVC remote (PRICELINEAGE_REGISTRY / PRICELINEAGE_DVC_REMOTE_URL
-# point it elsewhere). PORT=... picks another port.
+# default registry store and DVC remote (PRICELINEAGE_STORAGE=s3://bucket moves both there;
+# PRICELINEAGE_REGISTRY / PRICELINEAGE_DVC_REMOTE_URL move one). PORT=... picks another port.
 serve: setup
 	$(PYTHON) -m app.serve --host 127.0.0.1 --port $${PORT:-8000}
 
