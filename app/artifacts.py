@@ -25,7 +25,9 @@ class ArtifactError(Exception):
 class Remote:
     def __init__(self, location: str, **storage_options: Any) -> None:
         self.location = location
-        self.fs, self.base = fsspec.core.url_to_fs(location, **storage_options)
+        # A filesystem of its own, as the registry store's: fsspec's cached instance keeps the
+        # endpoint and keys the process first saw, even after the environment names others.
+        self.fs, self.base = fsspec.core.url_to_fs(location, skip_instance_cache=True, **storage_options)
 
     def __repr__(self) -> str:
         return f"Remote({self.location!r})"
