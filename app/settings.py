@@ -6,19 +6,14 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pricing.layout import REMOTE_URL_ENV, dvc_remote_url, registry_location
+from pricing.layout import dvc_remote_url, expand_location, registry_location
 
-REMOTE_ENV = REMOTE_URL_ENV
 RELOAD_ENV = "PRICELINEAGE_RELOAD_SECONDS"
 CORS_ENV = "PRICELINEAGE_CORS_ORIGINS"
 PROJECT_ENV = "PRICELINEAGE_PROJECT"
 DEFAULT_REMOTE = "~/pricelineage-dvc-remote"
 DEFAULT_RELOAD_SECONDS = 300.0
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-
-
-def _expand(location: str) -> str:
-    return location if "://" in location else str(Path(location).expanduser())
 
 
 def dvc_remote_location(root: Path | str = PROJECT_ROOT) -> str:
@@ -33,7 +28,7 @@ def dvc_remote_location(root: Path | str = PROJECT_ROOT) -> str:
     config.read([Path(root) / ".dvc" / "config", Path(root) / ".dvc" / "config.local"])
     name = config.get("core", "remote", fallback=None)
     url = config.get(f"'remote \"{name}\"'", "url", fallback=None) if name else None
-    return _expand(url or DEFAULT_REMOTE)
+    return expand_location(url or DEFAULT_REMOTE)
 
 
 def _origins(text: str) -> list[str]:

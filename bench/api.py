@@ -32,8 +32,8 @@ from concurrent.futures import ThreadPoolExecutor
 import requests
 
 from app.serve import PROJECT_ROOT, served_in_a_process
-from app.settings import REMOTE_ENV, Settings
-from pricing.layout import REGISTRY_ENV
+from app.settings import Settings
+from pricing.layout import REGISTRY_ENV, REMOTE_URL_ENV
 
 COLD_START = """
 import json, sys, time
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=400, help="timed requests per concurrency level")
     parser.add_argument("--cold-runs", type=int, default=5)
     args = parser.parse_args(argv)
-    env = {REGISTRY_ENV: args.registry, REMOTE_ENV: args.remote}
+    env = {REGISTRY_ENV: args.registry, REMOTE_URL_ENV: args.remote}
 
     print(f"registry {args.registry}\nremote   {args.remote}")
     with served_in_a_process(env, threads=8) as base:

@@ -155,7 +155,8 @@ def orchestration_params(root: Path | str = ".") -> dict[str, Any]:
     return dict(load_params(root).get("orchestration") or {})
 
 
-def _expand(location: str) -> str:
+def expand_location(location: str) -> str:
+    """A URL as it is; a folder with ``~`` expanded."""
     return location if "://" in location else str(Path(location).expanduser())
 
 
@@ -183,14 +184,14 @@ def registry_location(root: Path | str = ".") -> str:
     """The registry store: a folder, or an fsspec URL such as ``s3://bucket/registry``."""
     location = (os.environ.get(REGISTRY_ENV) or storage_location(root, "registry")
                 or orchestration_params(root).get("registry") or DEFAULT_REGISTRY)
-    return _expand(str(location))
+    return expand_location(str(location))
 
 
 def dvc_remote_url(root: Path | str = ".") -> str | None:
     """The DVC remote's URL when the environment or the storage setting names one; None: the
     checkout's own default remote (``.dvc/config``)."""
     location = os.environ.get(REMOTE_URL_ENV) or storage_location(root, "dvc_remote")
-    return _expand(location) if location else None
+    return expand_location(location) if location else None
 
 
 def workspaces_dir(root: Path | str = ".") -> Path:

@@ -18,9 +18,8 @@ import numpy as np
 import polars as pl
 import yaml
 
-from app.settings import REMOTE_ENV
 from pricing import registry
-from pricing.layout import REGISTRY_ENV, Layout
+from pricing.layout import REGISTRY_ENV, REMOTE_URL_ENV, Layout
 from pricing.portable import PORTABLE_FORMAT
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,7 +36,7 @@ LINES_PER_WEEK = 10
 
 def api_env(store: Path | str, remote: Path | str) -> dict[str, str]:
     """The environment that points the price API at ``store`` and ``remote`` (as infra/api.yaml does)."""
-    return {REGISTRY_ENV: str(store), REMOTE_ENV: str(remote)}
+    return {REGISTRY_ENV: str(store), REMOTE_URL_ENV: str(remote)}
 
 
 def md5(data: bytes) -> str:
