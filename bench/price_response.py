@@ -1,29 +1,31 @@
-"""Backtest of price response: predict a product's demand after a real list-price change.
+"""Backtest of the price response on every lasting list-price change in the data.
 
-    .venv/bin/python -m bench.price_response [--products 15] [--network-trials 6] [--after-weeks 4]
+    .venv/bin/python -m bench.price_response [--hold-weeks 4] [--min-before-weeks 12] [--bootstrap 2000]
 
-Needs `data/processed_df.parquet` (run `dvc repro etl_pipeline` or `python -m stages.etl_pipeline`).
+Needs `data/processed_df.parquet` (`dvc repro etl_pipeline` or `python -m stages.etl_pipeline`).
 
-A week's price is the most common unit price among its registered buyers (the list price in
-effect that week). A *change* is a week whose price differs by >= 2 % from the week before
-and then holds for `--after-weeks` sale weeks, with >= `--min-before-weeks` sale weeks
-before it; the first such change per product, for the best-selling products with one. Each
-method sees only the weeks (or lines) before the change and predicts the mean weekly units
-over the weeks after it; the error is |log(predicted / realised)|, per product and as the
-root mean square over products.
+A change is a week whose list price (the modal registered-buyer price of the week,
+`pricing.price_response.weekly_panel`) differs by >= `min_change` (params.yaml
+`price_response_catalogue`) from the sale week before and then holds `--hold-weeks` sale weeks,
+with >= `--min-before-weeks` sale weeks before it; every such change of every product
+(`pricing.price_response.lasting_changes`). Each method sees only the lines before the change's
+week (as of the Sunday before) and predicts the mean weekly units of the held weeks. Error:
+|log(predicted / realised)|; per method its root mean square and median over the changes, the
+rank correlation of its implied elasticity with the realised one, and a bootstrap interval
+(changes resampled by product) of its RMS error minus the served formulation's.
 
-- `naive`: demand stays as it was (mean weekly units of the last 8 weeks before).
-- `naive_seasonal`: the same, scaled by how the rest of the shop's weekly units moved
-  (seasonality control); the level every price-response method below starts from.
-- `loglog`: per product, OLS (statsmodels) of log1p(weekly units) on log(price) and
-  log(shop units) over the weeks before; with one price only before the change its
-  elasticity is not identified, and it predicts `naive_seasonal`.
-- `dml`: EconML `LinearDML`, one constant elasticity pooled across the products' weeks
-  before their changes (log units and log price within product; controls: log shop units,
-  the product's mean log units and mean log price); predicts `naive_seasonal × (new/old)^θ`.
-- `network`: the lineage's price-monotone network tuned (small budget) on the product's
-  lines before the change, its demand curve (pricing/demand.py) over its last 200 lines;
-  predicts `naive_seasonal × demand(new) / demand(old)`.
+Every method scales the same level: the product's mean units over its last 8 sale weeks, times
+how the rest of the shop's weekly units moved from those weeks to the held ones (the season:
+`naive_seasonal`, which is also "the price changes nothing").
+- `naive`: the level, no season.
+- `loglog`: per product, OLS (statsmodels) of log weekly units on log price and log shop units
+  over its weeks before; not identified with one price before the change (then `naive_seasonal`).
+- `dml`: EconML `LinearDML`, one elasticity pooled over every product's weeks before the first
+  day of the change's month (refitted per month: fitting per week costs ~50 fits).
+- `fe_catalogue`, `fe_group`, `fe_product`: the catalogue stage's estimator
+  (`pricing.price_response.estimate_from_lines`) at each pooling level, as of the week before.
+- `served`: the same with params.yaml's own `price_response_catalogue` section: the code path
+  `estimate_price_response` runs.
 """
 from __future__ import annotations
 
@@ -32,183 +34,168 @@ import math
 import sys
 import time
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import optuna
-import pandas as pd
 import polars as pl
 import yaml
 
-from pricing.demand import demand_curve
-from pricing.evaluation import quantity_from_log
-from pricing.features import price_feature_positions
+from pricing.errors import DataValidationError
 from pricing.layout import Layout
-from pricing.transform import fit_transformer, transform
-from pricing.tuning import tune
+from pricing.price_response import (PRODUCT, WEEK, ResponseConfig, estimate, lasting_changes, product_response,
+                                    weekly_demand, weekly_panel)
 
 ROOT = Path(__file__).resolve().parent.parent
-METHODS = ("naive", "naive_seasonal", "loglog", "dml", "network")
 LEVEL_WEEKS = 8
+SECTION = "price_response_catalogue"
 
 
-def weekly(processed: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Per product-week: price in effect (modal registered price), units, lines; shop units per week."""
-    frame = processed.with_columns(pl.col("invoice_date").dt.truncate("1w").alias("week"))
-    price = (
-        frame.filter(pl.col("is_registered") == 1).group_by("stockcode", "week", "unit_price").len()
-        .sort(["stockcode", "week", "len", "unit_price"], descending=[False, False, True, True])
-        .unique(["stockcode", "week"], keep="first", maintain_order=True)
-        .select("stockcode", "week", pl.col("unit_price").alias("price"))
-    )
-    volume = frame.group_by("stockcode", "week").agg(pl.col("quantity").sum().alias("units"), pl.len().alias("lines"))
-    shop = frame.group_by("week").agg(pl.col("quantity").sum().alias("shop_units"))
-    series = volume.join(price, on=["stockcode", "week"], how="inner").sort("stockcode", "week")
-    return series, shop
+def shop_other(rows: pl.DataFrame) -> np.ndarray:
+    """The rest of the shop's units in each of ``rows``' weeks."""
+    return (rows["shop_units"] - rows["units"]).to_numpy().astype(float)
 
 
-def find_changes(series: pl.DataFrame, min_before: int, after: int, n_products: int) -> list[dict]:
-    """The first lasting list-price change of the best-selling products that have one."""
-    ranked = series.group_by("stockcode").agg(pl.col("lines").sum()).sort("lines", descending=True)
-    changes = []
-    for stockcode in ranked["stockcode"]:
-        weeks = series.filter(pl.col("stockcode") == stockcode)
-        prices = weeks["price"].to_numpy()
-        for i in range(max(min_before, 1), len(prices) - after + 1):
-            moved = abs(math.log(prices[i] / prices[i - 1])) >= math.log(1.02)
-            if moved and (prices[i:i + after] == prices[i]).all():
-                changes.append({"stockcode": stockcode, "index": i, "week": weeks["week"][i],
-                                "old_price": float(prices[i - 1]), "new_price": float(prices[i])})
-                break
-        if len(changes) == n_products:
-            break
-    return changes
-
-
-def shop_other(shop: pl.DataFrame, weeks: pl.DataFrame) -> np.ndarray:
-    """The rest of the shop's units in each of ``weeks``' weeks."""
-    joined = weeks.join(shop, on="week", how="left")
-    return (joined["shop_units"] - joined["units"]).to_numpy().astype(float)
-
-
-def loglog_prediction(before: pl.DataFrame, after: pl.DataFrame, shop: pl.DataFrame, level: float) -> tuple[float, bool]:
+def loglog_ratio(before: pl.DataFrame, old: float, new: float) -> float | None:
     import statsmodels.api as sm
 
-    if before["price"].n_unique() < 2:
-        return level, False
-    design = np.column_stack([np.log(before["price"].to_numpy()), np.log(shop_other(shop, before))])
-    fit = sm.OLS(np.log1p(before["units"].to_numpy().astype(float)), sm.add_constant(design)).fit()
-    future = np.column_stack([np.ones(after.height), np.log(after["price"].to_numpy()), np.log(shop_other(shop, after))])
-    return float(np.mean(np.expm1(future @ fit.params))), True
+    if before["list_price"].n_unique() < 2:
+        return None
+    design = sm.add_constant(np.column_stack([np.log(before["list_price"].to_numpy()), np.log(shop_other(before))]))
+    fit = sm.OLS(np.log(before["units"].to_numpy()), design).fit()
+    return float(math.exp(fit.params[1] * math.log(new / old)))
 
 
-def dml_elasticity(panels: list[tuple[pl.DataFrame, np.ndarray]], seed: int) -> float:
+def dml_elasticity(panel: pl.DataFrame, seed: int) -> float:
     from econml.dml import LinearDML
-    from sklearn.ensemble import GradientBoostingRegressor
+    from sklearn.ensemble import HistGradientBoostingRegressor
 
-    y, t, w = [], [], []
-    for before, other in panels:
-        log_units = np.log1p(before["units"].to_numpy().astype(float))
-        log_price = np.log(before["price"].to_numpy())
-        y.append(log_units - log_units.mean())
-        t.append(log_price - log_price.mean())
-        w.append(np.column_stack([np.log(other), np.full(len(other), log_units.mean()),
-                                  np.full(len(other), log_price.mean())]))
-    model = LinearDML(model_y=GradientBoostingRegressor(random_state=seed), model_t=GradientBoostingRegressor(random_state=seed),
-                      cv=3, random_state=seed)
+    varied = panel.filter((pl.col("list_price").n_unique().over(PRODUCT) > 1) & (pl.len().over(PRODUCT) >= 8))
+    log_units, log_price = np.log(varied["units"].to_numpy()), np.log(varied["list_price"].to_numpy())
+    codes = varied[PRODUCT].to_numpy()
+    _, index = np.unique(codes, return_inverse=True)
+    unit_means = np.bincount(index, log_units) / np.bincount(index)
+    price_means = np.bincount(index, log_price) / np.bincount(index)
+    controls = np.column_stack([np.log(shop_other(varied)), unit_means[index], price_means[index]])
+    model = LinearDML(model_y=HistGradientBoostingRegressor(random_state=seed),
+                      model_t=HistGradientBoostingRegressor(random_state=seed), cv=3, random_state=seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model.fit(np.concatenate(y), np.concatenate(t), W=np.concatenate(w))
+        model.fit(log_units - unit_means[index], log_price - price_means[index], W=controls)
     return float(np.ravel(model.const_marginal_effect())[0])
 
 
-def network_ratio(lines: pd.DataFrame, change_week, old: float, new: float, params: dict, trials: int, seed: int) -> float:
-    """demand(new) / demand(old) of a price-monotone network tuned on the lines before the change."""
-    features = params["features"]
-    numeric, categorical, log_scaled = features["numeric"], features["categorical"], features.get("log_scaled", [])
-    before = lines[lines["invoice_date"] < change_week].sort_values("invoice_date", kind="stable")
-    n_val = max(int(len(before) * 0.2), 1)
-    train, val = before.iloc[:-n_val], before.iloc[-n_val:]
-    transformer = fit_transformer(train, numeric, categorical, log_scaled)
-    names = [str(n) for n in transformer.get_feature_names_out()]
-    result = tune(transform(transformer, train), np.log1p(train["quantity"].to_numpy(float)),
-                  transform(transformer, val), np.log1p(val["quantity"].to_numpy(float)), seed=seed,
-                  n_trials=trials, num_epochs=60, patience=8, pruner_startup_trials=2, pruner_warmup_epochs=5,
-                  price_index=price_feature_positions(names))
-    columns = [*numeric, *categorical]
+def bootstrap_difference(errors: np.ndarray, reference: np.ndarray, groups: np.ndarray, n: int, seed: int):
+    """Interval of RMS(errors) - RMS(reference), changes resampled by product."""
+    rng = np.random.default_rng(seed)
+    unique, index = np.unique(groups, return_inverse=True)
+    members = [np.flatnonzero(index == k) for k in range(len(unique))]
+    diffs = np.empty(n)
+    for b in range(n):
+        pick = np.concatenate([members[k] for k in rng.integers(0, len(unique), len(unique))])
+        diffs[b] = math.sqrt(np.mean(errors[pick] ** 2)) - math.sqrt(np.mean(reference[pick] ** 2))
+    return float(np.quantile(diffs, 0.025)), float(np.quantile(diffs, 0.975))
 
-    def predict(raw: np.ndarray) -> np.ndarray:
-        return quantity_from_log(result.model.predict_log(transform(transformer, pd.DataFrame(raw, columns=columns))))
 
-    curve = demand_curve(before.iloc[-200:][columns].reset_index(drop=True), [old, new], predict, columns)
-    return float(curve.demand[1] / curve.demand[0])
+def spearman(a: np.ndarray, b: np.ndarray) -> float | None:
+    from scipy.stats import spearmanr
+
+    keep = np.isfinite(a) & np.isfinite(b)
+    if keep.sum() < 3 or np.ptp(a[keep]) == 0:
+        return None
+    return float(spearmanr(a[keep], b[keep]).statistic)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--products", type=int, default=15)
-    parser.add_argument("--after-weeks", type=int, default=4)
+    parser.add_argument("--hold-weeks", type=int, default=4)
     parser.add_argument("--min-before-weeks", type=int, default=12)
-    parser.add_argument("--network-trials", type=int, default=6, help="0: skip the network")
+    parser.add_argument("--bootstrap", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--no-dml", action="store_true", help="skip LinearDML (the slowest method)")
+    parser.add_argument("--table", type=Path, help="write every change's predictions to this CSV")
     args = parser.parse_args(argv)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    served_config = ResponseConfig.from_params(params.get(SECTION))
     path = Layout(ROOT).processed_df
     if not path.exists():
         raise SystemExit(f"{path} is missing: run `dvc repro etl_pipeline` first")
-    processed = pl.read_parquet(path)
-    series, shop = weekly(processed)
-    changes = find_changes(series, args.min_before_weeks, args.after_weeks, args.products)
-    print(f"{len(changes)} products with a lasting list-price change (>= 2 %, held {args.after_weeks} weeks, "
-          f">= {args.min_before_weeks} weeks before)", flush=True)
+    lines = pl.read_parquet(path)
+    started = time.perf_counter()
+    panel = weekly_panel(lines)
+    changes = lasting_changes(panel, served_config.min_change, args.hold_weeks, args.min_before_weeks)
+    print(f"{changes.height} lasting list-price changes (>= {served_config.min_change:.0%}, held {args.hold_weeks} sale "
+          f"weeks, >= {args.min_before_weeks} sale weeks before) over {changes[PRODUCT].n_unique()} products "
+          f"({time.perf_counter() - started:.1f} s)", flush=True)
 
-    rows, panels = [], []
-    for change in changes:
-        weeks = series.filter(pl.col("stockcode") == change["stockcode"])
-        before, after = weeks.slice(0, change["index"]), weeks.slice(change["index"], args.after_weeks)
+    variants = {"fe_catalogue": replace(served_config, pooling="catalogue"),
+                "fe_group": replace(served_config, pooling="group"),
+                "fe_product": replace(served_config, pooling="product"), "served": served_config}
+    estimates: dict[tuple, dict] = {}
+    timings = []
+    for week in changes[WEEK].unique().sort().to_list():
+        horizon = week  # lines before the change week's Monday: as of the Sunday before
+        started = time.perf_counter()
+        week_panel = weekly_panel(lines, horizon)
+        for name, config in variants.items():
+            response = estimate(week_panel, config)
+            estimates[(name, week)] = {"table": response.table, "catalogue": response.summary["catalogue_elasticity"]}
+        timings.append(time.perf_counter() - started)
+    print(f"catalogue estimates at {len(timings)} change weeks x {len(variants)} poolings: median "
+          f"{np.median(timings):.2f} s per week (panel + {len(variants)} estimates)", flush=True)
+    dml: dict = {}
+    if not args.no_dml:
+        started = time.perf_counter()
+        for month in sorted({w.replace(day=1) for w in changes[WEEK].to_list()}):
+            dml[month] = dml_elasticity(weekly_panel(lines, month), args.seed)
+        print(f"LinearDML refitted at {len(dml)} month starts ({time.perf_counter() - started:.1f} s): "
+              + ", ".join(f"{m:%Y-%m} {v:.2f}" for m, v in dml.items()), flush=True)
+
+    rows = []
+    by_product = {k: v for (k,), v in panel.group_by(PRODUCT, maintain_order=True)}
+    for change in changes.iter_rows(named=True):
+        weeks = by_product[change[PRODUCT]]
+        i, old, new = change["index"], change["old_price"], change["new_price"]
+        before, after = weeks.slice(0, i), weeks.slice(i, args.hold_weeks)
         recent = before.tail(LEVEL_WEEKS)
         level = float(recent["units"].mean())
-        seasonal = level * shop_other(shop, after).mean() / shop_other(shop, recent).mean()
-        loglog, identified = loglog_prediction(before, after, shop, seasonal)
-        panels.append((before, shop_other(shop, before)))
-        rows.append({**change, "realised": float(after["units"].mean()), "naive": level,
-                     "naive_seasonal": seasonal, "loglog": loglog, "loglog_identified": identified})
-    started = time.perf_counter()
-    theta = dml_elasticity(panels, args.seed)
-    print(f"LinearDML pooled elasticity {theta:.3f} ({time.perf_counter() - started:.1f} s)", flush=True)
-    for row in rows:
-        row["dml"] = row["naive_seasonal"] * (row["new_price"] / row["old_price"]) ** theta
-        if args.network_trials:
-            lines = processed.filter(pl.col("stockcode") == row["stockcode"]).to_pandas()
-            started = time.perf_counter()
-            ratio = network_ratio(lines, row["week"], row["old_price"], row["new_price"], params,
-                                  args.network_trials, args.seed)
-            row["network"], row["network_ratio"] = row["naive_seasonal"] * ratio, ratio
-            print(f"  {row['stockcode']}: network demand ratio {ratio:.3f} ({time.perf_counter() - started:.1f} s)",
-                  flush=True)
+        seasonal = level * shop_other(after).mean() / shop_other(recent).mean()
+        row = {**{k: change[k] for k in (PRODUCT, "old_price", "new_price")}, "week": str(change[WEEK])[:10],
+               "realised": float(after["units"].mean()), "naive": level, "naive_seasonal": seasonal}
+        ratio = loglog_ratio(before, old, new)
+        row["loglog"], row["loglog_identified"] = seasonal * (ratio if ratio is not None else 1.0), ratio is not None
+        if dml:
+            row["dml"] = seasonal * (new / old) ** dml[change[WEEK].replace(day=1)]
+        for name in variants:
+            found = estimates[(name, change[WEEK])]
+            try:  # what a product's lineage serves: its row of the table, through weekly_demand
+                response = product_response(found["table"], change[PRODUCT])
+                at_new, at_old = weekly_demand(response, [new, old])
+                ratio = at_new.units / at_old.units
+            except DataValidationError:  # too few weeks for a row: the catalogue's slope
+                ratio = (new / old) ** found["catalogue"]
+            row[name] = seasonal * ratio
+        rows.append(row)
+    table = pl.DataFrame(rows)
+    if args.table:
+        table.write_csv(args.table)
 
-    methods = [m for m in METHODS if all(m in row for row in rows)]
+    methods = ["naive", "naive_seasonal", "loglog", *(["dml"] if dml else []), *variants]
+    realised = table["realised"].to_numpy()
+    step = np.log(table["new_price"].to_numpy() / table["old_price"].to_numpy())
+    realised_elasticity = np.log(realised / table["naive_seasonal"].to_numpy()) / step
+    errors = {m: np.abs(np.log(np.maximum(table[m].to_numpy(), 1e-9) / realised)) for m in methods}
+    groups = table[PRODUCT].to_numpy()
     print()
-    print(f"{'stockcode':10} {'week':10} {'price':>13} {'realised':>9} " + " ".join(f"{m:>14}" for m in methods))
-    errors = {m: [] for m in methods}
-    for row in rows:
-        cells = []
-        for m in methods:
-            error = abs(math.log(max(row[m], 1e-9) / row["realised"]))
-            errors[m].append(error)
-            cells.append(f"{row[m]:7.1f} ({error:.2f})")
-        mark = "" if row["loglog_identified"] else "  loglog: elasticity not identified"
-        print(f"{row['stockcode']:10} {str(row['week'])[:10]:10} {row['old_price']:5.2f}->{row['new_price']:5.2f} "
-              f"{row['realised']:9.1f} " + " ".join(f"{c:>14}" for c in cells) + mark)
-    print()
-    print("weekly units, |log(predicted / realised)| in brackets; over products:")
+    print(f"{'method':16} {'RMS':>6} {'median':>7} {'rank corr':>9}   RMS minus served's [95 % bootstrap by product]")
     for m in methods:
-        values = np.array(errors[m])
-        print(f"  {m:15} root mean square {np.sqrt(np.mean(values ** 2)):.3f}   mean {values.mean():.3f}   "
-              f"median {np.median(values):.3f}")
-    print(f"  loglog elasticity identified for {sum(r['loglog_identified'] for r in rows)} of {len(rows)} products; "
-          f"LinearDML pooled elasticity {theta:.3f}")
+        implied = np.log(table[m].to_numpy() / table["naive_seasonal"].to_numpy()) / step
+        rho = spearman(implied, realised_elasticity)
+        low, high = bootstrap_difference(errors[m], errors["served"], groups, args.bootstrap, args.seed)
+        print(f"{m:16} {math.sqrt(np.mean(errors[m] ** 2)):6.3f} {np.median(errors[m]):7.3f} "
+              f"{'   n/a' if rho is None else f'{rho:9.3f}'}   [{low:+.3f}, {high:+.3f}]")
+    print(f"\nloglog identified for {int(table['loglog_identified'].sum())} of {table.height} changes; "
+          f"served pooling: {served_config.pooling}; realised elasticity median {np.median(realised_elasticity):.2f}")
     return 0
 
 

@@ -83,7 +83,8 @@ def backfill(
     Args:
         stockcodes: Stock codes to run, any product of the data (e.g. ["85123A", "22423"]).
             Unknown ones are listed and nothing is started.
-        as_of: Judge drift as of this date (YYYY-MM-DD). Empty: the last complete week of the data.
+        as_of: Run as of this date (YYYY-MM-DD): every stage sees only the lines on or before it.
+            Empty: all the data.
         overrides: params.yaml overrides for these runs only, as `dvc exp run -S` takes them
             (e.g. ["tune.n_trials=10"]).
         deployment: The per-product deployment each stockcode runs as.

@@ -32,6 +32,7 @@ from prefect.states import Completed, Failed, State
 
 from flows import artifacts
 from pricing import registry
+from pricing.as_of import PARAM as AS_OF
 from pricing.catalogue import normalise_stockcode, product_line_counts
 from pricing.drift_gate import STATUS_INSUFFICIENT, STATUS_OK, DriftGate, decide
 from pricing.errors import DataValidationError
@@ -40,7 +41,7 @@ from tasks import dvcrepo, workspace
 from tasks.approval import approve_model, record_decision, reject_model
 from tasks.locks import StockcodeBusyError, stockcode_lock
 from tasks.stage_task import run_stage
-from tasks.stages import DRIFT, ETL, INFERENCE, PREPROCESS, RISK, TUNE, lineage_stages, stage_id
+from tasks.stages import CATALOGUE, DRIFT, INFERENCE, PREPROCESS, RISK, TUNE, lineage_stages, stage_id
 
 TRAINING = (PREPROCESS, TUNE, INFERENCE, RISK)
 DEFAULT_WAIT_SECONDS = 1800
@@ -79,10 +80,11 @@ def _stages_in(ws: workspace.Workspace, store: registry.RegistryStore, overrides
         logger.error(message)
         return _outcome(stockcode, "failed", message, **common, **extra)
 
-    state = run_stage(ETL, root)
-    stages[stage_id(ETL)] = _stage_label(state)
-    if not state.is_completed():
-        return failed(f"{stockcode}: {_failure(state)}")
+    for name in CATALOGUE:  # once per data version: a product run finds them cached by DVC hash
+        state = run_stage(name, root)
+        stages[stage_id(name)] = _stage_label(state)
+        if not state.is_completed():
+            return failed(f"{stockcode}: {_failure(state)}")
     def insufficient(reason: str, addresses: list[str], metrics: dict[str, Any], drift: Any = None,
                      **extra: Any) -> dict[str, Any]:
         """Too little data to train or approve: an outcome of its own, recorded with its numbers."""
@@ -98,7 +100,7 @@ def _stages_in(ws: workspace.Workspace, store: registry.RegistryStore, overrides
         return failed(f"{stockcode}: the data has no line of this stockcode after the ETL")
     if lines < minimum:
         reason = f"{lines} lines after the ETL, fewer than orchestration.min_product_lines = {minimum}"
-        return insufficient(reason, [stage_id(ETL)], {"lines": lines, "min_product_lines": minimum}, lines=lines)
+        return insufficient(reason, [stage_id(name) for name in CATALOGUE], {"lines": lines, "min_product_lines": minimum}, lines=lines)
 
     for name in (DRIFT, *TRAINING):
         state = run_stage(name, root, stockcode)
@@ -113,7 +115,7 @@ def _stages_in(ws: workspace.Workspace, store: registry.RegistryStore, overrides
             gate = decide(results[DRIFT]["metrics"], DriftGate.from_params(load_params(root).get("drift")))
             if not gate.train:
                 if gate.status == STATUS_INSUFFICIENT:
-                    return insufficient(gate.reason, [stage_id(ETL), stage_id(DRIFT, stockcode)],
+                    return insufficient(gate.reason, [*map(stage_id, CATALOGUE), stage_id(DRIFT, stockcode)],
                                         {"drift": results[DRIFT]["metrics"]}, verdict)
                 columns = ", ".join(verdict["drifted_columns"]) or "see the drift report"
                 message = f"{stockcode}: data drift detected ({columns}) — no training, {_keep(served_version)}"
@@ -207,7 +209,7 @@ def _project(project: str | None) -> Path:
 
 def _overrides(overrides: dict[str, Any] | list[str] | None, as_of: str | None = None) -> list[str]:
     applied = dvcrepo.override_strings(overrides)
-    return applied + ([f"drift.as_of={as_of}"] if as_of else [])
+    return applied + ([f"{AS_OF}={as_of}"] if as_of else [])
 
 
 @flow(name="lineage-product")
@@ -224,8 +226,9 @@ def product_lineage(
         stockcode: The product's stock code, as in the data (e.g. 85123A); any product of the data.
         overrides: params.yaml overrides for this run only, as `dvc exp run -S` takes them
             (e.g. tune.n_trials=10). The project's params.yaml is never changed.
-        as_of: Judge drift as of this date (YYYY-MM-DD): the windows end with the last complete
-            week on or before it. Empty: the last complete week of the data.
+        as_of: Run as of this date (YYYY-MM-DD): every stage sees only the lines on or before it
+            (the catalogue's price response, the drift windows, the splits, the training). Empty:
+            all the data.
         revision: Git commit of the project to run. Empty: the checkout's HEAD and its
             uncommitted changes.
         project: Project directory. Empty: the deployment's working directory.
@@ -255,7 +258,8 @@ def lineage(
         root: Project directory. Empty: the deployment's working directory.
         max_concurrent: How many products run side by side. Empty:
             orchestration.max_concurrent_products in params.yaml.
-        as_of: Judge drift as of this date (YYYY-MM-DD). Empty: the last complete week of the data.
+        as_of: Run as of this date (YYYY-MM-DD): every stage sees only the lines on or before it.
+            Empty: all the data.
     """
     logger = get_run_logger()
     project = _project(root)

@@ -30,6 +30,7 @@ from evidently.legacy.renderers.html_widgets import group_widget, text_widget
 from evidently.presets import DataDriftPreset
 from scipy import stats
 
+from pricing.as_of import parse_as_of
 from pricing.drift_gate import STATUS_DRIFT, STATUS_INSUFFICIENT, STATUS_OK, DriftGate
 from pricing.errors import DataValidationError
 from pricing.split import INVOICE_COLUMN, SplitConfig, split_product_lines
@@ -173,12 +174,7 @@ def _positive_int(value: Any, key: str) -> int:
 
 
 def _as_date(value: Any) -> date | None:
-    if value is None or isinstance(value, date):
-        return value.date() if isinstance(value, datetime) else value
-    try:
-        return date.fromisoformat(str(value))
-    except ValueError:
-        raise DataValidationError(f"drift.as_of must be an ISO date (YYYY-MM-DD) or null, got {value!r}") from None
+    return parse_as_of(value, "drift.as_of")
 
 
 # -- windows -----------------------------------------------------------------------------

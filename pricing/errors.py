@@ -16,3 +16,13 @@ class DriftGateError(RuntimeError):
 class InsufficientDataError(DriftGateError):
     """Training was asked for on a product whose drift could not be judged (too little data),
     and params allow it neither to train nor give a human override. A gate refusal, like drift."""
+
+
+def from_section(cls, section, name: str):
+    """A params dataclass ``cls`` from the ``name`` section of params.yaml; an unknown key (a typo
+    that would be ignored) is an error naming it."""
+    values = dict(section or {})
+    unknown = sorted(set(values) - set(cls.__dataclass_fields__))
+    if unknown:
+        raise DataValidationError(f"{name}: unknown key(s) {', '.join(unknown)}")
+    return cls(**values)

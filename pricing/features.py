@@ -76,6 +76,14 @@ def price_feature_positions(feature_names: list[str]) -> list[int]:
     return positions
 
 
+def list_price_known() -> pl.Expr:
+    """Whether a line's list price is known: it comes after the product's first registered sale.
+    Lines up to that sale carry their own price as ``list_price`` (nothing earlier says more), and
+    their own price is set by their quantity: no model may learn from them as if it were the
+    list price (``stages/preprocess.py`` leaves them out)."""
+    return pl.col(WHEN) > pl.col(WHEN).filter(pl.col("is_registered") == 1).min().over(PRODUCT)
+
+
 def list_price_features(list_price: pl.Expr) -> list[pl.Expr]:
     """The list-price features of a line at ``list_price``; every other column is context."""
     return [
@@ -288,9 +296,8 @@ def _derived_features(days_since_cap: float) -> list[pl.Expr]:
     # Before any earlier registered week: the price of the product's first registered sale, for
     # the lines after it; lines up to it have nothing earlier and keep their own price.
     registered = pl.col("is_registered") == 1
-    first_registered_when = pl.col(WHEN).filter(registered).min().over(PRODUCT)
     first_registered_price = pl.col("unit_price").filter(registered).sort_by(pl.col("_line").filter(registered)).first().over(PRODUCT)
-    fallback = pl.when(pl.col(WHEN) > first_registered_when).then(first_registered_price).otherwise(pl.col("unit_price"))
+    fallback = pl.when(list_price_known()).then(first_registered_price).otherwise(pl.col("unit_price"))
     list_price = pl.coalesce("_list_price", fallback)
     quantity_fallback = pl.coalesce("_prior_avg_qty", "_market_avg_qty", pl.lit(0.0))
     recent_lines = pl.col("_recent_lines").fill_null(0)

@@ -39,6 +39,26 @@ class Layout:
     def etl_metrics(self) -> Path:
         return self.root / "metrics" / "etl.json"
 
+    # -- whole catalogue: estimate_price_response --------------------------------------
+    @property
+    def price_response_table(self) -> Path:
+        """One row per product: elasticity, interval, level it came from, recent weekly units."""
+        return self.root / "data" / "price_response.parquet"
+
+    @property
+    def price_points(self) -> Path:
+        """The list prices the shop uses, with the product-weeks that held each: its price ladder."""
+        return self.root / "data" / "price_points.parquet"
+
+    @property
+    def price_response_metrics(self) -> Path:
+        return self.root / "metrics" / "price_response.json"
+
+    @property
+    def price_response_plot(self) -> Path:
+        """Every product's elasticity and interval, for the distribution plot."""
+        return self.root / "plots" / "price_response_elasticities.csv"
+
     # -- per stockcode: data_drift_check ---------------------------------------------
     def drift_report(self, stockcode: str) -> Path:
         return self.root / "reports" / f"data_drift_report_{stockcode}.html"

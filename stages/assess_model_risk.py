@@ -17,6 +17,7 @@ from pricing.demand import judge_price_response
 from pricing.errors import DataValidationError
 from pricing.fairness import assess
 from pricing.layout import Layout, load_params
+from pricing.price_response import judge_weekly_response
 from stages.common import run_stage, stockcode_arg, write_json
 
 
@@ -52,9 +53,23 @@ def main(argv: list[str]) -> None:
     )
     if "price_response" not in test_metrics:
         raise DataValidationError(f"{metrics_path} has no price_response: re-run inference_primary_model@{stockcode}")
-    price = judge_price_response(
+    if "weekly_response" not in test_metrics:
+        raise DataValidationError(f"{metrics_path} has no weekly_response: re-run inference_primary_model@{stockcode}")
+    # The served response is the weekly one (the catalogue stage's elasticity x the product's
+    # level); the network's per-line curve is context, its checks recorded beside it.
+    weekly = test_metrics["weekly_response"]
+    price = judge_weekly_response(weekly["response"], price_cfg["elasticity_band"])
+    line = judge_price_response(
         test_metrics["price_response"], price_cfg["elasticity_band"], float(price_cfg["rise_tolerance"])
     )
+    monotone = line["checks"]["non_increasing"]
+    if not monotone["passed"]:  # a network whose per-line demand rises with price is unsound, whatever else
+        price["reasons"].append(line["reasons"][0])
+        price["status"], price["passed"] = "failed", False
+    price["checks"]["non_increasing"] = monotone
+    price["line_response"] = line
+    price["recommendation"] = weekly["recommendation"]["decision"]
+    price["recommended_price"] = weekly["recommendation"]["recommended_price"]
     verdict = {**verdict, "passed": verdict["passed"] and price["passed"],
                "reasons": [*verdict["reasons"], *price["reasons"]], "price_response": price}
     if not price["passed"]:  # an unsound price response fails the gate, whatever fairness says

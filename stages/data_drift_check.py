@@ -15,6 +15,8 @@ import math
 import pandas as pd
 import pyarrow.parquet as pq
 
+from pricing.as_of import PARAM as AS_OF
+from pricing.as_of import parse_as_of
 from pricing.drift import DATE_COLUMN, DriftConfig, check_drift, render_report_html
 from pricing.errors import DataValidationError
 from pricing.layout import Layout, load_params
@@ -44,6 +46,14 @@ def load_product_rows(layout: Layout, stockcode: str, columns: list[str]) -> tup
     return rows.sort_values(DATE_COLUMN, kind="stable").reset_index(drop=True), data_start, data_end
 
 
+def drift_section(params: dict) -> dict:
+    """params.yaml's ``drift`` section; its windows end at the top-level ``as_of``, the one cut-off."""
+    section = dict(params.get("drift") or {})
+    if AS_OF in section:
+        raise DataValidationError("params.yaml: drift.as_of is now the top-level as_of (one cut-off for every stage)")
+    return section
+
+
 def drift_table(result: dict) -> pd.DataFrame:
     """One row per (comparison, column) judged, with -log10(p) for `dvc plots show`."""
     rows = [
@@ -68,7 +78,7 @@ def main(argv: list[str]) -> None:
     stockcode = stockcode_arg(argv)
     layout = Layout()
     params = load_params(layout.root)
-    config = DriftConfig.from_params(params.get("drift"))
+    config = DriftConfig.from_params({**drift_section(params), "as_of": parse_as_of(params.get(AS_OF))})
     split = SplitConfig.from_params(params.get("split"))
     # The data holds normalised stock codes; outputs keep the name dvc.yaml was given.
     product = normalise_stockcode(stockcode)

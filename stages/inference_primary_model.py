@@ -12,6 +12,7 @@ from __future__ import annotations
 import joblib
 import numpy as np
 import pandas as pd
+import polars as pl
 
 from pricing.baselines import baseline_metrics, baseline_summary
 from pricing.demand import context_lines, price_evidence, price_response
@@ -22,6 +23,9 @@ from pricing.layout import SPLITS, Layout, load_params
 from pricing.features import LIST_PRICE
 from pricing.model import load_checkpoint, model_version
 from pricing.portable import PortableModel
+from pricing.price_response import product_response, weekly_curve
+from pricing.recommend import Guardrails, price_ladder, recommend
+from pricing.stockcodes import normalise_stockcode
 from pricing.training import file_md5, load_split, read_feature_names, seed_everything
 from pricing.transform import transform
 from stages.common import atomic_path, run_stage, stockcode_arg, write_json
@@ -35,6 +39,15 @@ def write_parquet(frame: pd.DataFrame, target) -> None:
 def write_csv(frame: pd.DataFrame, target) -> None:
     with atomic_path(target) as tmp:
         frame.to_csv(tmp, index=False, float_format="%.6g")
+
+
+def weekly_curve_table(weekly: dict) -> pd.DataFrame:
+    """The weekly curve for `dvc plots show`, the recommended price marked by its own series."""
+    table = pd.DataFrame(weekly["curve"])
+    table["extrapolated"] = table["extrapolated"].astype(int)
+    chosen = weekly["recommendation"]["recommended_price"]
+    table["recommended_revenue"] = table["weekly_revenue"].where(np.isclose(table["price"], chosen))
+    return table
 
 
 # The NumPy forward runs the same float32 weights; only summation order may differ.
@@ -75,6 +88,29 @@ def demand_and_revenue(layout: Layout, stockcode: str, model, splits, cfg):
     )
 
 
+def weekly_response(layout: Layout, stockcode: str, evidence, params) -> dict:
+    """The product's served price response: its row of the catalogue stage, its weekly curve and
+    the recommended price inside the guardrails."""
+    for path in (layout.price_response_table, layout.price_points):
+        if not path.exists():
+            raise DataValidationError(f"{path} is missing: run estimate_price_response first")
+    row = product_response(pl.read_parquet(layout.price_response_table), normalise_stockcode(stockcode))
+    rails = Guardrails.from_params(params.get("recommendation"))
+    points = pl.read_parquet(layout.price_points)
+    ladder = price_ladder(points["price"], points["product_weeks"], rails.ladder_min_weeks)
+    evidenced = ((min(evidence.evidenced_prices), max(evidence.evidenced_prices))
+                 if evidence.evidenced_prices else None)
+    span = float(params["price_response"]["diagnostic_span"])
+    recommendation = recommend(row, ladder, rails, evidenced)
+    return {
+        "response": row,
+        "evidenced_range": list(evidenced) if evidenced else None,
+        "curve": weekly_curve(row, evidenced, span, int(params["price_response"]["grid_points"]),
+                              also=[recommendation["recommended_price"]]),
+        "recommendation": recommendation,
+    }
+
+
 def main(argv: list[str]) -> None:
     stockcode = stockcode_arg(argv)
     layout = Layout()
@@ -109,6 +145,7 @@ def main(argv: list[str]) -> None:
     portable_gap = portable_difference(layout, stockcode, model, test)
     response = demand_and_revenue(layout, stockcode, model, splits, price_cfg)
     summary = response.summary()
+    weekly = weekly_response(layout, stockcode, response.evidence, params)
 
     results = pd.DataFrame({
         "y_true": y_true,
@@ -146,7 +183,9 @@ def main(argv: list[str]) -> None:
         "model_version": model_version(data, stockcode),
         "baselines": baselines,
         "portable_model": {"max_abs_difference_log1p": portable_gap, "tolerance": PORTABLE_TOLERANCE},
+        # the network's per-line response over the evidence (context; the gate judges the weekly one)
         "price_response": summary,
+        "weekly_response": weekly,
         "shap": {
             "explainer": "DeepExplainer",
             "output_scale": "log1p(quantity)",
@@ -161,15 +200,16 @@ def main(argv: list[str]) -> None:
     write_parquet(shap_frame, layout.shap_values(stockcode))
     write_csv(ranking, layout.shap_importance(stockcode))
     write_csv(points, layout.shap_beeswarm(stockcode))
-    write_csv(response.table(), layout.demand_curve(stockcode))
+    write_csv(weekly_curve_table(weekly), layout.demand_curve(stockcode))
     write_json(layout.test_metrics(stockcode), payload_out)
+    recommendation = weekly["recommendation"]
     print(
         f"inference_primary_model@{stockcode}: {metrics['n_rows']} test rows, rmsle {metrics['rmsle']:.4f}, "
         f"mae {metrics['mae']:.2f}, log-mse {metrics['mse']:.4f} (baselines: {baseline_summary(baselines)}); "
-        f"top SHAP features: {', '.join(ranking['feature'].head(3))}; recommended list price "
-        f"{summary['recommended_price']:.2f} (current {summary['current_price']:.2f}"
-        f"{', ' + ', '.join(summary['flags']) if summary['flags'] else ''}; "
-        f"{summary['evidence']['list_price_changes']} list-price changes)",
+        f"top SHAP features: {', '.join(ranking['feature'].head(3))}; {recommendation['decision']} at "
+        f"{recommendation['recommended_price']:.2f} (current {recommendation['current_price']:.2f}; elasticity "
+        f"{recommendation['elasticity']:.2f}, {recommendation['elasticity_level']} level; "
+        f"{summary['evidence']['list_price_changes']} own list-price changes)",
         flush=True,
     )
 

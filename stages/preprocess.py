@@ -1,6 +1,7 @@
 """dvc stage `preprocess@<stockcode>`: split one product's lines and fit the transformer on train.
 
-Refuses to run (exit 3) when the product's drift check found drift and `drift.gate` is
+Learns only from lines before ``as_of`` with a known list price (after the product's first
+registered sale). Refuses to run (exit 3) when the product's drift check found drift and `drift.gate` is
 `block`, or found too little data to judge and `drift.insufficient_data` is `block` with no
 human override, so no model is trained on data nobody vouched for, even under a plain
 `dvc repro`. The decision (pricing/drift_gate.py) is recorded in the stage's metrics.
@@ -14,8 +15,11 @@ import joblib
 import numpy as np
 import polars as pl
 
+from pricing.as_of import PARAM as AS_OF
+from pricing.as_of import horizon
 from pricing.drift_gate import STATUS_DRIFT, STATUS_INSUFFICIENT, DriftGate, GateDecision, decide
 from pricing.errors import DataValidationError, DriftGateError, InsufficientDataError
+from pricing.features import list_price_known
 from pricing.layout import SPLITS, Layout, load_params
 from pricing.split import SplitConfig, split_product_lines
 from pricing.stockcodes import normalise_stockcode
@@ -39,6 +43,23 @@ def enforce_drift_gate(layout: Layout, stockcode: str, gate: DriftGate) -> GateD
     return decision
 
 
+def product_lines(layout: Layout, product: str, as_of) -> pl.DataFrame:
+    """The product's lines a model may learn from: dated before ``as_of`` (the splits, the
+    training and the evidence all end there) and with a known list price."""
+    lines = pl.scan_parquet(layout.processed_df).filter(pl.col("stockcode") == product)
+    if lines.select(pl.len()).collect().item() == 0:
+        raise DataValidationError(f"stockcode {product!r} has no lines in {layout.processed_df}")
+    cutoff = horizon(as_of)
+    if cutoff is not None:
+        lines = lines.filter(pl.col("invoice_date") < cutoff)
+    lines = lines.filter(list_price_known()).collect()
+    if lines.height == 0:
+        when = f" before as_of {as_of}" if cutoff is not None else ""
+        raise DataValidationError(f"stockcode {product!r} has no line{when} with a known list price "
+                                  f"(after its first registered sale) in {layout.processed_df}")
+    return lines
+
+
 def main(argv: list[str]) -> None:
     stockcode = stockcode_arg(argv)
     layout = Layout()
@@ -47,10 +68,7 @@ def main(argv: list[str]) -> None:
     features = params["features"]
     numeric, categorical = features["numeric"], features["categorical"]
 
-    product = normalise_stockcode(stockcode)
-    lines = pl.scan_parquet(layout.processed_df).filter(pl.col("stockcode") == product).collect()
-    if lines.height == 0:
-        raise DataValidationError(f"stockcode {stockcode!r} has no lines in {layout.processed_df}")
+    lines = product_lines(layout, normalise_stockcode(stockcode), params.get(AS_OF))
     split_config = SplitConfig.from_params(params.get("split"))
     splits = {name: part.to_pandas() for name, part in split_product_lines(lines, split_config).items()}
     transformer = fit_transformer(splits["train"], numeric, categorical, features.get("log_scaled", []))

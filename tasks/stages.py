@@ -12,6 +12,7 @@ from pathlib import Path
 from pricing.layout import Layout
 
 ETL = "etl_pipeline"
+PRICE_RESPONSE = "estimate_price_response"
 DRIFT = "data_drift_check"
 PREPROCESS = "preprocess"
 TUNE = "tune_primary_model"
@@ -20,7 +21,9 @@ RISK = "assess_model_risk"
 
 # Per stockcode, in lineage order.
 PER_STOCKCODE = (DRIFT, PREPROCESS, TUNE, INFERENCE, RISK)
-ALL_STAGES = (ETL, *PER_STOCKCODE)
+# Whole-catalogue stages, in lineage order: they run once per data version, whatever the product.
+CATALOGUE = (ETL, PRICE_RESPONSE)
+ALL_STAGES = (*CATALOGUE, *PER_STOCKCODE)
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,12 @@ class StageSpec:
 
 SPECS: dict[str, StageSpec] = {
     ETL: StageSpec(ETL, lambda layout, sc: layout.etl_metrics, per_stockcode=False),
+    PRICE_RESPONSE: StageSpec(
+        PRICE_RESPONSE,
+        lambda layout, sc: layout.price_response_metrics,
+        {"catalogue_elasticity": float, "products": int},
+        per_stockcode=False,
+    ),
     DRIFT: StageSpec(
         DRIFT,
         lambda layout, sc: layout.drift_metrics(sc),
@@ -74,4 +83,4 @@ def metrics_relpath(address: str) -> str:
 
 def lineage_stages(stockcode: str) -> list[str]:
     """Every stage address the model of ``stockcode`` descends from, in order."""
-    return [stage_id(ETL), *(stage_id(name, stockcode) for name in PER_STOCKCODE)]
+    return [*(stage_id(name) for name in CATALOGUE), *(stage_id(name, stockcode) for name in PER_STOCKCODE)]

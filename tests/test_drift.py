@@ -409,7 +409,10 @@ def project(tmp_path, monkeypatch, sales):
     layout = Layout(tmp_path)
     layout.processed_df.parent.mkdir(parents=True)
     processed.to_parquet(layout.processed_df)
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"drift": PARAMS, "split": SPLIT_PARAMS}, sort_keys=False))
+    # the stage takes its cut-off from the top-level as_of, the one every stage applies
+    drift = {key: value for key, value in PARAMS.items() if key != "as_of"}
+    (tmp_path / "params.yaml").write_text(
+        yaml.safe_dump({"as_of": None, "drift": drift, "split": SPLIT_PARAMS}, sort_keys=False))
     monkeypatch.chdir(tmp_path)
     return layout
 
@@ -425,6 +428,18 @@ def test_the_stage_writes_the_report_and_the_verdict(project):
     # The whole data set, not the product's last sale, says which week is complete.
     assert verdict["current_end"] == LAST_WEEK_END.isoformat()
     assert "<html" in project.drift_report(STOCKCODE).read_text()[:2000].lower()
+
+
+def test_the_stage_takes_the_top_level_as_of_and_refuses_a_second_one(project, capsys):
+    params = yaml.safe_load(project.params_file.read_text())
+    project.params_file.write_text(yaml.safe_dump({**params, "as_of": "2011-07-10"}, sort_keys=False))
+    run_stage(data_drift_check.main, [STOCKCODE])
+    assert json.loads(project.drift_metrics(STOCKCODE).read_text())["as_of"] == "2011-07-10"
+    params["drift"]["as_of"] = "2011-07-10"
+    project.params_file.write_text(yaml.safe_dump(params, sort_keys=False))
+    with pytest.raises(SystemExit):
+        run_stage(data_drift_check.main, [STOCKCODE])
+    assert "drift.as_of is now the top-level as_of" in capsys.readouterr().err
 
 
 def test_the_stage_exits_zero_on_drift(project):

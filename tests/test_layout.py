@@ -12,6 +12,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def expected_paths(layout: Layout, stockcode: str) -> dict[str, set[Path]]:
     return {
         "etl_pipeline": {layout.original_df, layout.processed_df, layout.etl_metrics},
+        "estimate_price_response": {layout.price_response_table, layout.price_points,
+                                    layout.price_response_metrics, layout.price_response_plot},
         f"data_drift_check@{stockcode}": {
             layout.drift_report(stockcode),
             layout.drift_metrics(stockcode),

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from panel_factory import write_catalogue_outputs
 from project_copy import ROOT, make_project_copy, run, stages_run
 from sklearn.preprocessing import StandardScaler
 
@@ -95,6 +96,7 @@ def write_synthetic_preprocess(root, stockcode=STOCKCODE, sizes=(300, 100, 100),
 def synthetic_project(tmp_path, monkeypatch):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(merged_params(TINY), sort_keys=False))
     write_synthetic_preprocess(tmp_path)
+    write_catalogue_outputs(Layout(tmp_path), STOCKCODE, current_price=2.95)
     monkeypatch.chdir(tmp_path)
     return Layout(tmp_path)
 
@@ -248,17 +250,25 @@ def test_price_response_in_the_lineage(synthetic_project):
     assert np.abs(portable.predict_log(portable.model_input(raw)) - model.predict_log(test.x)).max() < 1e-6
     np.testing.assert_allclose(portable.model_input(raw), test.x.to_numpy(), atol=1e-12)
 
+    # the served curve: weekly units over the list price, falling, with an interval, the part
+    # beyond the product's own list prices marked
     curve = pd.read_csv(layout.demand_curve(STOCKCODE))
-    assert (np.diff(curve["demand"]) <= 1e-9).all()
-    assert curve["recommended"].sum() == 1 and curve["recommended_revenue"].notna().sum() == 1
-    summary = json.loads(layout.test_metrics(STOCKCODE).read_text())["price_response"]
-    assert summary["evidence"]["list_price_changes"] > 10
-    assert 2.55 <= summary["recommended_price"] <= 3.25 and summary["flags"] == []
+    assert (np.diff(curve["weekly_units"]) < 0).all()
+    assert (curve["weekly_units_low"] < curve["weekly_units"]).all() and (curve["weekly_units"] < curve["weekly_units_high"]).all()
+    assert curve["recommended_revenue"].notna().sum() == 1
+    inside = curve["price"].between(2.55, 3.25)
+    assert (curve["extrapolated"] == (~inside).astype(int)).all()
+    metrics = json.loads(layout.test_metrics(STOCKCODE).read_text())
+    assert metrics["price_response"]["evidence"]["list_price_changes"] > 10
+    weekly = metrics["weekly_response"]
+    assert weekly["evidenced_range"] == [2.55, 3.25] and weekly["response"]["level"] == "catalogue"
+    recommendation = weekly["recommendation"]
+    low, high = recommendation["guardrails"]["allowed"]
+    assert low <= recommendation["recommended_price"] <= high and recommendation["reasons"]
     risk = json.loads(layout.risk_metrics(STOCKCODE).read_text())
     price = risk["price_response"]
-    assert price["checks"]["non_increasing"]["passed"] and price["checks"]["inside_evidence"]["passed"]
-    assert price["status"] in ("passed", "failed") and price["passed"] == (price["status"] == "passed")
-    assert price["checks"]["elasticity"]["value"] < 0  # the synthetic demand falls with price
+    assert price["checks"]["non_increasing"]["passed"] and price["checks"]["elasticity_interval"]["passed"]
+    assert price["status"] == "passed" and price["level"] == "catalogue" and price["elasticity_interval"][1] < 0
 
 
 def test_a_checkpoint_whose_demand_rises_with_price_is_rejected(synthetic_project):

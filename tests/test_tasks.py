@@ -267,6 +267,6 @@ def test_drifted_columns(columns, expected):
 
 def test_lineage_stages_in_order():
     assert lineage_stages("X") == [
-        "etl_pipeline", "data_drift_check@X", "preprocess@X", "tune_primary_model@X",
+        "etl_pipeline", "estimate_price_response", "data_drift_check@X", "preprocess@X", "tune_primary_model@X",
         "inference_primary_model@X", "assess_model_risk@X",
     ]

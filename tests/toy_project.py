@@ -23,7 +23,7 @@ from pathlib import Path
 import yaml
 
 from pricing.layout import Layout
-from tasks.stages import DRIFT, ETL, INFERENCE, PREPROCESS, RISK, TUNE
+from tasks.stages import DRIFT, ETL, INFERENCE, PREPROCESS, PRICE_RESPONSE, RISK, TUNE
 
 SC = "${item.stockcode}"
 GIT = ["git", "-c", "user.name=pricelineage-test", "-c", "user.email=test@example.com"]
@@ -81,6 +81,12 @@ TOY_STAGE = textwrap.dedent(
         raw.write_parquet(P["original_df"])
         raw.with_columns(pl.col("stockcode").str.to_uppercase()).write_parquet(P["processed_df"])
         metrics("etl_metrics", {"lines_in": raw.height, "lines_kept": raw.height})
+    elif stage == "estimate_price_response":
+        import polars as pl
+
+        products = pl.read_parquet(P["processed_df"])["stockcode"].unique().sort()
+        write("price_response_table", json.dumps({code: -1.5 for code in products}))
+        metrics("price_response_metrics", {"catalogue_elasticity": -1.5, "products": len(products)})
     elif stage == "data_drift_check":
         shift = float(params["drift"]["shift"])
         drifted = shift > float(params["drift"]["threshold"])
@@ -129,6 +135,8 @@ def _paths() -> dict[str, str]:
         "original_df": layout.original_df.as_posix(),
         "processed_df": layout.processed_df.as_posix(),
         "etl_metrics": layout.etl_metrics.as_posix(),
+        "price_response_table": layout.price_response_table.as_posix(),
+        "price_response_metrics": layout.price_response_metrics.as_posix(),
         "drift_report": layout.drift_report(sc).as_posix(),
         "drift_metrics": layout.drift_metrics(sc).as_posix(),
         "preprocessed_dir": layout.preprocessed_dir(sc).as_posix(),
@@ -157,6 +165,12 @@ def _dvc_yaml() -> dict:
                 "params": ["data"],
                 "outs": [p["original_df"], p["processed_df"]],
                 "metrics": [metric(p["etl_metrics"])],
+            },
+            PRICE_RESPONSE: {
+                "cmd": f"python {code} {PRICE_RESPONSE}",
+                "deps": [p["processed_df"], code],
+                "outs": [p["price_response_table"]],
+                "metrics": [metric(p["price_response_metrics"])],
             },
             DRIFT: per_sc(DRIFT, {
                 "deps": [p["processed_df"], code],
