@@ -51,6 +51,20 @@ def served_or_error(catalogue: ModelCatalogue, stockcode: str):
                    stockcode=stockcode)
 
 
+def not_ready_because(catalogue: ModelCatalogue) -> str | None:
+    """Why ``/ready`` answers 503, or None. An unreachable store is not ready even while the
+    models loaded before keep answering: newer approvals and withdrawals cannot be seen."""
+    if catalogue.store_error:
+        return catalogue.store_error
+    if catalogue.store_empty:
+        return f"the registry store {catalogue.store.location} holds no decision (empty, or not there)"
+    if catalogue.models:
+        return None
+    if catalogue.failures:
+        return "every approved model failed to load"
+    return f"no approved model in the registry store {catalogue.store.location}"
+
+
 def _parameter_error(error: ParameterError) -> ApiError:
     return ApiError(400, "invalid_parameter", str(error), parameter=error.parameter)
 
@@ -107,11 +121,9 @@ def create_app(settings: Settings | None = None) -> Flask:
         }
         if catalogue.store_error:
             body["registry_error"] = catalogue.store_error
-        if catalogue.models:
+        why = not_ready_because(catalogue)
+        if why is None:
             return jsonify({"status": "ready", **body})
-        why = catalogue.store_error or (
-            "every approved model failed to load" if catalogue.failures
-            else f"no approved model in the registry store {settings.registry}")
         return jsonify({"status": "not_ready", "reason": why, **body}), 503
 
     @app.get("/v1/models")
