@@ -18,7 +18,7 @@ from pricing.errors import DataValidationError
 from pricing.registry import RegistryStore, check_stockcode
 
 MAX_BATCH = 50
-# A full batch is about 6 KB of JSON; far more is no request of this API, only work to parse.
+# A full batch is about 5 KB of JSON; far more is no request of this API, only work to parse.
 MAX_BODY_BYTES = 64 * 1024
 # A batch body nests three deep ({"requests": [{...}]}): deeper is refused before the checks
 # (and the repr in their messages) walk it. Past Python's recursion limit the parser itself

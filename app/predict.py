@@ -16,8 +16,8 @@ MAX_PRICE_BINS = 1000
 # What AWS Lambda returns at most: the handler's whole response (the JSON body escaped inside
 # serverless-wsgi's dict) as the runtime serialises it.
 LAMBDA_RESPONSE_LIMIT_BYTES = 6_291_456
-# Points (num_price_bins summed over a call's products) one call may ask for: about 125 bytes
-# each as Lambda returns them, 20,000 make 2.5 MB, less than half the limit, whatever the
+# Points (num_price_bins summed over a call's products) one call may ask for: about 130 bytes
+# each as Lambda returns them, 20,000 make 2.6 MB, less than half the limit, whatever the
 # products' evidence adds (tests/test_api_limits.py measures it at the cap).
 MAX_POINTS_PER_CALL = 20_000
 # A penny: the data's prices are pounds to two decimals, and 5e-324 is no price.
