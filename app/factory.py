@@ -1,20 +1,29 @@
 """The Flask app factory: routes, JSON errors, CORS, the periodic reload."""
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from flask import Flask, jsonify, render_template, request
-from werkzeug.exceptions import HTTPException
+from werkzeug.datastructures import MultiDict
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from app.artifacts import Remote
 from app.models import ModelCatalogue
 from app.openapi import openapi_document
-from app.predict import MAX_PRICE_BINS, ParameterError, check_parameters, predict_price
+from app.predict import (MAX_POINTS_PER_CALL, MAX_PRICE_BINS, MIN_UNIT_PRICE, ParameterError, check_parameters,
+                         check_total_points, predict_price)
 from app.settings import Settings
 from pricing.errors import DataValidationError
 from pricing.registry import RegistryStore, check_stockcode
 
 MAX_BATCH = 50
+# A full batch is about 5 KB of JSON; far more is no request of this API, only work to parse.
+MAX_BODY_BYTES = 64 * 1024
+# A batch body nests three deep ({"requests": [{...}]}): deeper is refused before the checks
+# (and the repr in their messages) walk it. Past Python's recursion limit the parser itself
+# gives up with RecursionError, answered as the same 400.
+MAX_JSON_DEPTH = 8
 # Routes that answer without looking at the store (a liveness probe must not wait on S3).
 NO_REFRESH = {"health", "openapi", "static"}
 
@@ -51,14 +60,67 @@ def served_or_error(catalogue: ModelCatalogue, stockcode: str):
                    stockcode=stockcode)
 
 
+def not_ready_because(catalogue: ModelCatalogue) -> str | None:
+    """Why ``/ready`` answers 503, or None. An unreachable store is not ready even while the
+    models loaded before keep answering: newer approvals and withdrawals cannot be seen."""
+    if catalogue.store_error:
+        return catalogue.store_error
+    if catalogue.store_empty:
+        return f"the registry store {catalogue.store.location} holds no decision (empty, or not there)"
+    if catalogue.models:
+        return None
+    if catalogue.failures:
+        return "every approved model failed to load"
+    return f"no approved model in the registry store {catalogue.store.location}"
+
+
 def _parameter_error(error: ParameterError) -> ApiError:
     return ApiError(400, "invalid_parameter", str(error), parameter=error.parameter)
+
+
+def single_values(args: MultiDict) -> dict[str, str]:
+    """Query parameters, each given once: which of two values was meant is not ours to guess."""
+    for name, values in args.lists():
+        if len(values) > 1:
+            raise ParameterError(name, f"{name} is given more than once ({len(values)} times); give it once")
+    return args.to_dict()
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    pending = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, (dict, list)):
+            if depth > limit:
+                return True
+            pending.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return False
+
+
+def json_body() -> Any:
+    """The request's JSON body: sent as JSON, within MAX_BODY_BYTES (else 413, raised by
+    reading it), parsed, and no deeper than MAX_JSON_DEPTH."""
+    if not request.is_json:
+        raise ApiError(415, "unsupported_media_type", "the body must be sent with Content-Type: application/json, "
+                                                      f"got {request.mimetype or 'none'}", parameter="Content-Type")
+    data = request.get_data(cache=False)
+    too_deep = ApiError(400, "invalid_body", f"the body's JSON nests deeper than {MAX_JSON_DEPTH} levels")
+    try:
+        body = json.loads(data)
+    except RecursionError:
+        raise too_deep from None
+    except ValueError as error:
+        raise ApiError(400, "invalid_body", f"the body is not valid JSON: {error}") from None
+    if _deeper_than(body, MAX_JSON_DEPTH):
+        raise too_deep
+    return body
 
 
 def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or Settings.from_env()
     app = Flask(__name__)
     app.json.sort_keys = False
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     catalogue = ModelCatalogue(RegistryStore(settings.registry), Remote(settings.dvc_remote), settings.reload_seconds)
     catalogue.refresh()
     app.extensions["pricelineage"] = catalogue
@@ -75,6 +137,10 @@ def create_app(settings: Settings | None = None) -> Flask:
     @app.errorhandler(ApiError)
     def api_error(error: ApiError):
         return jsonify(error_body(error.status, error.code, str(error), **error.details)), error.status
+
+    @app.errorhandler(RequestEntityTooLarge)
+    def body_too_large(error: RequestEntityTooLarge):
+        return jsonify(error_body(413, "body_too_large", f"the request body is over {MAX_BODY_BYTES} bytes")), 413
 
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException):
@@ -107,11 +173,9 @@ def create_app(settings: Settings | None = None) -> Flask:
         }
         if catalogue.store_error:
             body["registry_error"] = catalogue.store_error
-        if catalogue.models:
+        why = not_ready_because(catalogue)
+        if why is None:
             return jsonify({"status": "ready", **body})
-        why = catalogue.store_error or (
-            "every approved model failed to load" if catalogue.failures
-            else f"no approved model in the registry store {settings.registry}")
         return jsonify({"status": "not_ready", "reason": why, **body}), 503
 
     @app.get("/v1/models")
@@ -122,14 +186,14 @@ def create_app(settings: Settings | None = None) -> Flask:
     @app.get("/v1/predict-price/<stockcode>")
     def predict_one(stockcode: str):
         try:
-            checked = check_parameters(request.args.to_dict())
+            checked = check_parameters(single_values(request.args))
             return jsonify(predict_price(served_or_error(catalogue, stockcode), checked))
         except ParameterError as error:
             raise _parameter_error(error) from None
 
     @app.post("/v1/predict-price")
     def predict_many():
-        body = request.get_json(silent=True)
+        body = json_body()
         if not isinstance(body, dict) or not isinstance(body.get("requests"), list):
             raise ApiError(400, "invalid_parameter", 'the body must be JSON {"requests": [{"stockcode": ...}, ...]}',
                            parameter="requests")
@@ -151,6 +215,10 @@ def create_app(settings: Settings | None = None) -> Flask:
                 jobs.append((item["stockcode"], check_parameters(options, where)))
             except ParameterError as error:
                 raise _parameter_error(error) from None
+        try:
+            check_total_points((checked for _, checked in jobs), "requests")
+        except ParameterError as error:
+            raise _parameter_error(error) from None
         results = []
         for i, (stockcode, checked) in enumerate(jobs):
             try:
@@ -168,7 +236,7 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     @app.get("/openapi.json")
     def openapi():
-        return jsonify(openapi_document(MAX_PRICE_BINS, MAX_BATCH))
+        return jsonify(openapi_document(MAX_PRICE_BINS, MAX_BATCH, MAX_POINTS_PER_CALL, MIN_UNIT_PRICE))
 
     @app.get("/")
     def page():

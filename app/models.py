@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import threading
 import time
 from collections.abc import Mapping
@@ -28,6 +29,7 @@ from pricing.layout import SPLITS, Layout
 from pricing.portable import PortableModel
 from pricing.registry import Record, RegistryStore, output_md5
 
+log = logging.getLogger(__name__)
 LAYOUT = Layout()  # paths relative to a project root: as dvc.lock records them
 PRICE_RESPONSE_PARAMS = "price_response"
 DATE_COLUMN = "invoice_date"
@@ -41,6 +43,11 @@ ANSWER_CACHE_SIZE = 256
 
 class LoadError(Exception):
     """A record's model could not be loaded: what, and why."""
+
+
+# Failures the checks exist for (a changed byte, a malformed record, a store that does not
+# answer): logged in a line. Anything else is logged with its trace, as a bug.
+REFUSALS = (LoadError, ArtifactError, DataValidationError, OSError)
 
 
 def _now() -> str:
@@ -68,6 +75,9 @@ class ServedModel:
     def __post_init__(self) -> None:
         self._answers: dict[Any, Any] = {}
         self._answers_lock = threading.Lock()
+        # Built once, here, inside load_model: a record whose fields have the wrong types is
+        # refused at load, and never fails a request to /v1/models.
+        self._summary = self._build_summary()
 
     def answer(self, key: Any, compute):
         """``compute()``'s answer for ``key`` (a range asked), computed once per model."""
@@ -136,6 +146,9 @@ class ServedModel:
 
     def summary(self) -> dict[str, Any]:
         """The version and lineage summary ``/v1/models`` lists."""
+        return self._summary
+
+    def _build_summary(self) -> dict[str, Any]:
         record = self.record
         test = record.metrics.get("test") or {}
         return {
@@ -165,17 +178,20 @@ def _read_table(remote: Remote, files: Mapping[str, str], name: str, what: str) 
 
 
 def load_model(record: Record, remote: Remote) -> ServedModel:
-    """Everything ``record``'s model needs to answer, each artifact verified by its md5."""
+    """Everything ``record``'s model needs to answer, each artifact verified by its md5. Any
+    failure is a ``LoadError`` naming the record: a record whose fields have the wrong types,
+    or a store whose client raises its own exceptions (botocore's are not ``OSError``), fails
+    this model alone."""
     stockcode = record.stockcode
-    stages = record.lineage.get("stages") or {}
-    arrays_path = str(LAYOUT.portable_model_arrays(stockcode))
-    spec_path = str(LAYOUT.portable_model_spec(stockcode))
-    data_path = str(LAYOUT.preprocessed_dir(stockcode))
-    hashes = {path: output_md5(stages, path) for path in (arrays_path, spec_path, data_path)}
-    missing = [path for path, md5 in hashes.items() if not md5]
-    if missing:
-        raise LoadError(f"the record of {stockcode} {record.model_version} lists no {', '.join(missing)}")
     try:
+        stages = record.lineage.get("stages") or {}
+        arrays_path = str(LAYOUT.portable_model_arrays(stockcode))
+        spec_path = str(LAYOUT.portable_model_spec(stockcode))
+        data_path = str(LAYOUT.preprocessed_dir(stockcode))
+        hashes = {path: output_md5(stages, path) for path in (arrays_path, spec_path, data_path)}
+        missing = [path for path, md5 in hashes.items() if not md5]
+        if missing:
+            raise LoadError(f"the record of {stockcode} {record.model_version} lists no {', '.join(missing)}")
         arrays_bytes = remote.read(hashes[arrays_path], arrays_path)
         spec_bytes = remote.read(hashes[spec_path], spec_path)
         files = remote.read_directory(hashes[data_path], data_path)
@@ -200,11 +216,25 @@ def load_model(record: Record, remote: Remote) -> ServedModel:
         if not (gap <= CURVE_TOLERANCE * (1 + np.abs(response.curve.per_line))).all():
             raise LoadError(f"{stockcode} {record.model_version}: the one-pass demand curve differs from "
                             f"pricing.demand's by up to {gap.max():.3g} units")
+    except LoadError:
+        raise
     except ArtifactError as error:
         raise LoadError(str(error)) from error
-    except (DataValidationError, ValueError, KeyError, TypeError, pl.exceptions.PolarsError, OSError) as error:
+    except Exception as error:  # noqa: BLE001 - whatever it is, it is this record's failure
         raise LoadError(f"{stockcode} {record.model_version}: {type(error).__name__}: {error}") from error
     return served
+
+
+def check_filed_under(stockcode: str, history: list[Record]) -> None:
+    """Every record kept under ``stockcode``'s folder is about ``stockcode``: a record copied
+    under another product's folder must not be served as that product's model."""
+    strangers = [record for record in history if record.stockcode != stockcode]
+    if strangers:
+        stranger = strangers[-1]
+        raise DataValidationError(
+            f"{len(strangers)} record(s) kept under {stockcode} are about another stockcode: the "
+            f"{stranger.decision} model {stranger.model_version} of {stranger.stockcode!r} ({stranger.decided_at}); "
+            f"refused until removed")
 
 
 @dataclass
@@ -228,6 +258,7 @@ class ModelCatalogue:
         self.failures: dict[str, Failure] = {}
         self.unapproved: dict[str, str] = {}  # stockcode -> latest decision (never approved)
         self.store_error: str | None = None
+        self.store_empty = False  # the store was read and holds no decision at all
         self.last_refresh: float | None = None
         self.last_refresh_at: str | None = None
         self._refreshing = threading.Lock()
@@ -242,25 +273,46 @@ class ModelCatalogue:
                 codes = self.store.stockcodes()
             except Exception as error:  # the store unreachable: keep every model, say why
                 self.store_error = f"registry store {self.store.location}: {type(error).__name__}: {error}"
+                log.error("%s", self.store_error)
             else:
                 self.store_error = None
+                self.store_empty = not codes
+                for gone in sorted(self.known() - set(codes)):
+                    self._withdraw(gone)
                 for stockcode in codes:
                     self._refresh_one(stockcode)
-            self.last_refresh = time.monotonic()
-            self.last_refresh_at = _now()
             return True
         finally:
+            # Even if the loop raised: a fault must not turn every request into a new refresh.
+            self.last_refresh = time.monotonic()
+            self.last_refresh_at = _now()
             self._refreshing.release()
+
+    def known(self) -> set[str]:
+        """Stockcodes served, failed or seen undecided."""
+        return set(self.models) | set(self.failures) | set(self.unapproved)
+
+    def _withdraw(self, stockcode: str) -> None:
+        """The store holds no decision about ``stockcode`` any more: nothing approves serving it."""
+        if stockcode in self.models:
+            log.warning("%s: no decision left in the registry store: model %s withdrawn", stockcode,
+                        self.models[stockcode].version)
+        for known in (self.models, self.failures, self.unapproved):
+            known.pop(stockcode, None)
 
     def _refresh_one(self, stockcode: str) -> None:
         try:
             history = self.store.history(stockcode)
-        except Exception as error:
-            self.failures[stockcode] = Failure(stockcode, None, f"registry: {type(error).__name__}: {error}")
+            if not history:
+                self._withdraw(stockcode)
+                return
+            check_filed_under(stockcode, history)
+        except Exception as error:  # noqa: BLE001 - one product's records never stop the others
+            self._fail(stockcode, None, f"registry: {type(error).__name__}: {error}", error)
             return
         approved = next((r for r in reversed(history) if r.approved), None)
         if approved is None:
-            self.unapproved[stockcode] = history[-1].decision if history else "none"
+            self.unapproved[stockcode] = history[-1].decision
             return
         self.unapproved.pop(stockcode, None)
         served = self.models.get(stockcode)
@@ -270,8 +322,14 @@ class ModelCatalogue:
         try:
             self.models[stockcode] = load_model(approved, self.remote)
             self.failures.pop(stockcode, None)
-        except LoadError as error:
-            self.failures[stockcode] = Failure(stockcode, approved.model_version, str(error))
+        except Exception as error:  # noqa: BLE001 - load_model raises LoadError; anything else is a bug, still this product's
+            self._fail(stockcode, approved.model_version, str(error), error)
+
+    def _fail(self, stockcode: str, version: str | None, message: str, error: Exception) -> None:
+        self.failures[stockcode] = Failure(stockcode, version, message)
+        cause = error.__cause__ if isinstance(error, LoadError) and error.__cause__ else error
+        log.error("%s: model %s not served: %s: %s", stockcode, version, type(cause).__name__, message,
+                  exc_info=None if isinstance(cause, REFUSALS) else cause)
 
     def refresh_if_due(self) -> None:
         """Refresh when the interval has passed; one caller refreshes, the others go on serving."""

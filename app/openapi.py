@@ -12,17 +12,21 @@ def _json(schema_ref: str, description: str) -> dict[str, Any]:
 
 
 def _errors(*statuses: int) -> dict[str, Any]:
-    meaning = {400: "a parameter is malformed, out of range or inconsistent (the error names it)",
+    meaning = {400: "a parameter is malformed, out of range, inconsistent or given twice (the error names it), "
+                    "or the body is not JSON or nests too deep",
                404: "no model of this stockcode in the registry store",
+               413: "the body is larger than the API accepts",
+               415: "the body is not sent as Content-Type: application/json",
                503: "no approved model loaded for it (never approved, or its artifacts failed to load)"}
     return {str(status): _json("Error", meaning[status]) for status in statuses}
 
 
-def _price_parameters(max_bins: int) -> list[dict[str, Any]]:
-    price = {"type": "number", "exclusiveMinimum": 0}
+def _price_parameters(max_bins: int, min_price: float) -> list[dict[str, Any]]:
+    price = {"type": "number", "minimum": min_price}
     return [
         {"name": "unitprice_min", "in": "query", "required": False, "schema": price,
-         "description": "Lowest list price of the curve. Default: the lowest price in the product's evidence."},
+         "description": f"Lowest list price of the curve (at least {min_price}). "
+                        "Default: the lowest price in the product's evidence."},
         {"name": "unitprice_max", "in": "query", "required": False, "schema": price,
          "description": "Highest list price of the curve (at most 10x the highest observed list price). "
                         "Default: the highest price in the product's evidence."},
@@ -32,7 +36,7 @@ def _price_parameters(max_bins: int) -> list[dict[str, Any]]:
     ]
 
 
-def openapi_document(max_bins: int, max_batch: int) -> dict[str, Any]:
+def openapi_document(max_bins: int, max_batch: int, max_points: int, min_price: float) -> dict[str, Any]:
     stockcode = {"name": "stockcode", "in": "path", "required": True,
                  "schema": {"type": "string", "example": "85123A"},
                  "description": "The product's stock code (letters, digits, '.', '_', '-')."}
@@ -90,8 +94,8 @@ def openapi_document(max_bins: int, max_batch: int) -> dict[str, Any]:
     batch_item = {
         "type": "object", "required": ["stockcode"], "additionalProperties": False,
         "properties": {"stockcode": {"type": "string"},
-                       "unitprice_min": {"type": "number", "exclusiveMinimum": 0},
-                       "unitprice_max": {"type": "number", "exclusiveMinimum": 0},
+                       "unitprice_min": {"type": "number", "minimum": min_price},
+                       "unitprice_max": {"type": "number", "minimum": min_price},
                        "num_price_bins": {"type": "integer", "minimum": 2, "maximum": max_bins}},
     }
     error = {"type": "object", "required": ["error"], "properties": {"error": {
@@ -143,15 +147,18 @@ def openapi_document(max_bins: int, max_batch: int) -> dict[str, Any]:
             "/v1/predict-price/{stockcode}": {"get": {
                 "operationId": "predictPrice",
                 "summary": "Demand and revenue across a price range, the recommended price and its evidence.",
-                "parameters": [stockcode, *_price_parameters(max_bins)],
+                "parameters": [stockcode, *_price_parameters(max_bins, min_price)],
                 "responses": {"200": _json("Prediction", "the curve"), **_errors(400, 404, 503)}}},
             "/v1/predict-price": {"post": {
                 "operationId": "predictPrices", "summary": f"Several stockcodes in one call (1 to {max_batch}).",
+                "description": f"At most {max_points} price points in all: num_price_bins summed over the "
+                               "requests (100 where not given), so that the answer fits AWS Lambda's response limit.",
                 "requestBody": {"required": True, "content": {"application/json": {"schema": {
                     "type": "object", "required": ["requests"], "additionalProperties": False,
                     "properties": {"requests": {"type": "array", "minItems": 1, "maxItems": max_batch,
                                                 "items": {"$ref": "#/components/schemas/BatchItem"}}}}}}},
-                "responses": {"200": _json("BatchResponse", "one result per request, in order"), **_errors(400)}}},
+                "responses": {"200": _json("BatchResponse", "one result per request, in order"),
+                              **_errors(400, 413, 415)}}},
             "/openapi.json": {"get": {"operationId": "openapi", "summary": "This document.",
                                       "responses": {"200": {"description": "OpenAPI 3",
                                                             "content": {"application/json": {"schema": {"type": "object"}}}}}}},

@@ -3,7 +3,8 @@ part outside the evidence marked as extrapolated, the recommendation from inside
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+import re
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -12,6 +13,20 @@ from app.models import ServedModel
 
 DEFAULT_PRICE_BINS = 100
 MAX_PRICE_BINS = 1000
+# What AWS Lambda returns at most: the handler's whole response (the JSON body escaped inside
+# serverless-wsgi's dict) as the runtime serialises it.
+LAMBDA_RESPONSE_LIMIT_BYTES = 6_291_456
+# Points (num_price_bins summed over a call's products) one call may ask for: about 130 bytes
+# each as Lambda returns them, 20,000 make 2.6 MB, less than half the limit, whatever the
+# products' evidence adds (tests/test_api_limits.py measures it at the cap).
+MAX_POINTS_PER_CALL = 20_000
+# A penny: the data's prices are pounds to two decimals, and 5e-324 is no price.
+MIN_UNIT_PRICE = 0.01
+# Numbers as a client writes them: ASCII digits only (no ``1_0``, no Arabic-Indic or full-width
+# digits, which Python's float() and int() would read), no blanks around them.
+ASCII_DECIMAL = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|[+-]?(?:inf|infinity|nan)",
+                           re.IGNORECASE)
+ASCII_INTEGER = re.compile(r"[0-9]+")
 # A range may reach past the evidence (marked extrapolated), but not without bound.
 MAX_RANGE_FACTOR = 10.0
 PARAMETERS = ("unitprice_min", "unitprice_max", "num_price_bins")
@@ -27,26 +42,41 @@ class ParameterError(Exception):
         self.parameter = parameter
 
 
+def _shown(value: Any) -> str:
+    """``value`` for an error message, never an echo of a whole body."""
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:37]}..."
+
+
 def _number(parameter: str, value: Any) -> float:
-    if isinstance(value, bool):
-        raise ParameterError(parameter, f"{parameter} must be a number, got {value!r}")
+    if isinstance(value, str) and not ASCII_DECIMAL.fullmatch(value):
+        raise ParameterError(parameter, f"{parameter} must be a number in ASCII decimal digits (e.g. 2.95), "
+                                        f"got {_shown(value)}")
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise ParameterError(parameter, f"{parameter} must be a number, got {_shown(value)}")
     try:
         number = float(value)
-    except (TypeError, ValueError):
-        raise ParameterError(parameter, f"{parameter} must be a number, got {value!r}") from None
+    except (ValueError, OverflowError):
+        raise ParameterError(parameter, f"{parameter} must be a number, got {_shown(value)}") from None
     if not math.isfinite(number) or number <= 0:
-        raise ParameterError(parameter, f"{parameter} must be a positive finite price, got {value!r}")
+        raise ParameterError(parameter, f"{parameter} must be a positive finite price, got {_shown(value)}")
+    if number < MIN_UNIT_PRICE:
+        raise ParameterError(parameter, f"{parameter} must be at least {MIN_UNIT_PRICE} (a penny), got {_shown(value)}")
     return number
 
 
 def _bins(value: Any) -> int:
     parameter = "num_price_bins"
-    if isinstance(value, bool) or isinstance(value, float) and not value.is_integer():
-        raise ParameterError(parameter, f"{parameter} must be an integer, got {value!r}")
+    if isinstance(value, str) and not ASCII_INTEGER.fullmatch(value):
+        raise ParameterError(parameter, f"{parameter} must be an integer in ASCII decimal digits (e.g. 100), "
+                                        f"got {_shown(value)}")
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)) or (
+            isinstance(value, float) and not value.is_integer()):
+        raise ParameterError(parameter, f"{parameter} must be an integer, got {_shown(value)}")
     try:
-        bins = int(str(value).strip()) if not isinstance(value, (int, float)) else int(value)
-    except (TypeError, ValueError):
-        raise ParameterError(parameter, f"{parameter} must be an integer, got {value!r}") from None
+        bins = int(value)
+    except (ValueError, OverflowError):
+        raise ParameterError(parameter, f"{parameter} must be an integer, got {_shown(value)}") from None
     if not 2 <= bins <= MAX_PRICE_BINS:
         raise ParameterError(parameter, f"{parameter} must be between 2 and {MAX_PRICE_BINS}, got {bins}")
     return bins
@@ -71,6 +101,17 @@ def check_parameters(values: Mapping[str, Any], where: str = "") -> dict[str, An
         raise ParameterError(f"{where}unitprice_min", f"{where}unitprice_min ({checked['unitprice_min']}) must be "
                                                       f"below unitprice_max ({checked['unitprice_max']})")
     return checked
+
+
+def check_total_points(checked: Iterable[Mapping[str, Any]], parameter: str) -> int:
+    """The points a call asks for in all (``num_price_bins`` summed, the default where not
+    given), within ``MAX_POINTS_PER_CALL``."""
+    points = sum(item.get("num_price_bins", DEFAULT_PRICE_BINS) for item in checked)
+    if points > MAX_POINTS_PER_CALL:
+        raise ParameterError(parameter, f"{parameter} ask for {points} price points in all (num_price_bins summed, "
+                                        f"{DEFAULT_PRICE_BINS} where not given); at most {MAX_POINTS_PER_CALL} per "
+                                        "call, so that the answer fits AWS Lambda's response limit")
+    return points
 
 
 def price_range(served: ServedModel, checked: Mapping[str, Any]) -> tuple[float, float, int]:

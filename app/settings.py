@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import configparser
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,7 +53,9 @@ class Settings:
             reload_seconds = float(reload_text) if reload_text else DEFAULT_RELOAD_SECONDS
         except ValueError:
             raise ValueError(f"{RELOAD_ENV} must be a number of seconds, got {reload_text!r}") from None
-        if reload_seconds < 0:
-            raise ValueError(f"{RELOAD_ENV} must be >= 0, got {reload_seconds}")
+        # nan would compare false with every interval (reload silently off) and make /ready's
+        # JSON invalid; inf is "never", which is not a setting this service has.
+        if not math.isfinite(reload_seconds) or reload_seconds < 0:
+            raise ValueError(f"{RELOAD_ENV} must be a finite number of seconds >= 0, got {reload_text!r}")
         return cls(registry=registry, dvc_remote=dvc_remote_location(root), reload_seconds=reload_seconds,
                    cors_origins=_origins(os.environ.get(CORS_ENV, "")))

@@ -283,11 +283,12 @@ def risk_verdicts(risk_metrics: Mapping[str, Any]) -> dict[str, Any]:
 
 # -- the store ---------------------------------------------------------------------------------
 # Stockcodes become object-name prefixes: keep them to what every store spells the same way.
-_STOCKCODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+# Matched whole (fullmatch): ``$`` would also match before a trailing newline.
+_STOCKCODE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
 def check_stockcode(stockcode: str) -> str:
-    if not isinstance(stockcode, str) or not _STOCKCODE.match(stockcode):
+    if not isinstance(stockcode, str) or not _STOCKCODE.fullmatch(stockcode):
         raise DataValidationError(
             f"stockcode {stockcode!r} is not a valid stock code (letters, digits, '.', '_', '-'; at most 64)"
         )

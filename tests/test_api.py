@@ -204,7 +204,7 @@ def test_post_bad_bodies_are_400_naming_the_field(served, body, parameter):
 def test_post_needs_a_json_body(served):
     _, client = served
     response = client.post("/v1/predict-price", data="not json", content_type="text/plain")
-    assert error_of(response, 400)["parameter"] == "requests"
+    assert error_of(response, 415)["parameter"] == "Content-Type"
 
 
 # -- OpenAPI, CORS, the page ---------------------------------------------------------------------

@@ -2,42 +2,22 @@
 payloads (tests/lambda_events/, in AWS's documented shapes), and warm-up events."""
 from __future__ import annotations
 
-import base64
-import importlib
-import json
-import sys
-from pathlib import Path
-
 import pytest
 
-from tests.api_models import api_env, publish
+from app.settings import CORS_ENV, RELOAD_ENV
+from tests.api_lambda import body_of, event, imported_handler
+from tests.api_models import publish
 
-EVENTS = Path(__file__).parent / "lambda_events"
 SC = "85123A"
-
-
-def event(name: str) -> dict:
-    return json.loads((EVENTS / f"{name}.json").read_text())
 
 
 @pytest.fixture
 def handler(tmp_path, monkeypatch):
     """``app.lambda_handler`` imported as Lambda would, configured only by the environment."""
     record = publish(tmp_path / "registry", tmp_path / "remote", SC)
-    for name, value in api_env(tmp_path / "registry", tmp_path / "remote").items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.setenv("PRICELINEAGE_RELOAD_SECONDS", "300")
-    monkeypatch.setenv("PRICELINEAGE_CORS_ORIGINS", "https://tool.example.com")
-    monkeypatch.setenv("STRIP_STAGE_PATH", "yes")
-    monkeypatch.delitem(sys.modules, "app.lambda_handler", raising=False)
-    module = importlib.import_module("app.lambda_handler")
-    yield module.handler, record
-    sys.modules.pop("app.lambda_handler", None)
-
-
-def body_of(response: dict) -> dict:
-    body = response["body"]
-    return json.loads(base64.b64decode(body) if response.get("isBase64Encoded") else body)
+    with imported_handler(monkeypatch, tmp_path / "registry", tmp_path / "remote", **{
+            RELOAD_ENV: "300", CORS_ENV: "https://tool.example.com", "STRIP_STAGE_PATH": "yes"}) as handle:
+        yield handle, record
 
 
 def test_rest_api_v1_event(handler):
