@@ -30,7 +30,7 @@ from flows.lineage import lineage  # noqa: E402
 from pricing import registry  # noqa: E402
 from tasks import dvcrepo  # noqa: E402
 from tasks.stages import ETL, PER_STOCKCODE, lineage_stages, stage_id  # noqa: E402
-from toy_project import git_commit_all, make_toy_project, registry_dir, run_cmd  # noqa: E402
+from toy_project import git_commit_all, make_toy_project, real_tune_banner, registry_dir, run_cmd  # noqa: E402
 
 SC = "85123A"
 DVC = [sys.executable, "-m", "dvc"]
@@ -254,6 +254,22 @@ def test_real_pipeline_approves_85123A_and_reproduces_its_bytes(prefect_api, tmp
     capsys.readouterr()
     assert lineage_cli.main(["--root", str(root), "reproduce", SC]) == 0, capsys.readouterr().out
     assert "IDENTICAL bytes" in capsys.readouterr().out
+
+
+def test_a_deterministic_crash_after_the_tune_banner_fails_once_unretried(prefect_api, tmp_path):
+    """The real tune banner says "(timeout 360 s)": no reason to retry a crash that follows it."""
+    text = real_tune_banner(SC)
+    root = make_toy_project(tmp_path / "toy", params={"toy": {"crash": {"tune_primary_model": text}}})
+    state, summary = run_flow(root)
+    assert state.is_failed()
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs()
+    tune_runs = [run for run in runs if run.name == stage_id("tune_primary_model", SC)
+                 and run.flow_run_id == state.state_details.flow_run_id]
+    assert len(tune_runs) == 1 and tune_runs[0].run_count == 1, [run.run_count for run in tune_runs]
+    assert f"{stage_id('tune_primary_model', SC)}: `dvc repro" in state.message
 
 
 # -- many products, one run ---------------------------------------------------------------------

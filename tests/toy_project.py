@@ -8,6 +8,8 @@ through the flow's overrides) or, for the one-off transient fault, an environmen
 - ``toy.invalid: [stage or stage@stockcode, ...]`` → that stage fails with ``DataValidationError`` (exit 2);
 - ``toy.sleep: {stage: seconds}`` → that stage takes this long (to hold a run open);
 - ``toy.garbage: [stage, ...]`` → the stage exits 0 but writes unparsable metrics;
+- ``toy.crash: {stage: text}`` → the stage prints ``text`` and crashes with a traceback (a bug:
+  the same every time);
 - ``drift.shift`` above ``drift.threshold`` → the drift stage reports drift on ``unit_price``;
 - ``fairness.max_mae_diff`` below the toy model's gap (0.1) → the risk check fails;
 - ``TOY_FAIL_ONCE=<stage address>:<marker file>`` → that stage fails once like a busy DVC lock.
@@ -22,7 +24,7 @@ from pathlib import Path
 
 import yaml
 
-from pricing.layout import Layout
+from pricing.layout import Layout, load_params
 from tasks.stages import DRIFT, ETL, INFERENCE, PREPROCESS, RISK, TUNE
 
 SC = "${item.stockcode}"
@@ -54,6 +56,9 @@ TOY_STAGE = textwrap.dedent(
     import time
 
     time.sleep(float((toy.get("sleep") or {}).get(stage, 0)))
+    if stage in (toy.get("crash") or {}):
+        print(toy["crash"][stage], flush=True)
+        raise RuntimeError(f"toy {address}: a bug, the same on every run")
     if stage in (toy.get("invalid") or []) or address in (toy.get("invalid") or []):
         print(f"DataValidationError: toy {address}: column 'unit_price' is missing", file=sys.stderr)
         sys.exit(2)
@@ -199,7 +204,7 @@ DEFAULT_PARAMS = {
     "drift": {"gate": "block", "shift": 0.0, "threshold": 0.25},
     "tune": {"n_trials": 20},
     "fairness": {"max_mae_diff": 0.5},
-    "toy": {"invalid": [], "garbage": [], "sleep": {"tune_primary_model": 0}},
+    "toy": {"invalid": [], "garbage": [], "crash": {}, "sleep": {"tune_primary_model": 0}},
 }
 
 
@@ -270,3 +275,12 @@ def git_commit_all(root: Path, message: str) -> None:
 
 def run_cmd(args: list[str], cwd: Path) -> str:
     return _run(args, cwd)
+
+
+def real_tune_banner(stockcode: str) -> str:
+    """The first line the real tune stage prints, with this project's tune params (its
+    timeout included), for a toy stage to print before it fails."""
+    from stages.tune_primary_model import banner
+
+    tune = load_params(Path(__file__).resolve().parents[1])["tune"]
+    return banner(stockcode, 1406, 301, 40, tune["n_trials"], tune["timeout"])
