@@ -9,9 +9,10 @@ does the data the candidate will serve on still look like what it learned from?)
 
 Each comparison runs Evidently's ``DataDriftPreset`` with every column's test and p-value
 threshold pinned, because at our weekly volumes Evidently's automatic choice misses a 30 %
-price rise and its distance tests fire on most ordinary weeks (see the drift section of
-``measured-facts.md``). A comparison drifts when Evidently's own "share of drifted columns"
-test fails; the product drifts when any comparison does. A comparison whose windows are too
+price rise and its distance tests fire on most ordinary weeks
+(``tests/test_drift_calibration.py`` measures the pinned tests on the five best sellers). A
+comparison drifts when Evidently's own "share of drifted columns" test fails; the product
+drifts when any comparison does. A comparison whose windows are too
 small or whose current week is not over is not judged: ``insufficient_data``, never drift.
 """
 from __future__ import annotations
