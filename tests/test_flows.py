@@ -362,6 +362,40 @@ def test_checkout_and_reproduce_an_approved_lineage(approved, capsys):
     assert "IDENTICAL bytes" in shown and served.model_md5 in shown
 
 
+def test_reproduce_runs_an_earlier_models_lineage_in_order_over_a_newer_landed_one(
+        approved, tmp_path, monkeypatch, capsys):
+    """The checkout holds a newer model than the one reproduced: inference must run on the
+    re-made checkpoint, after tune, not on the landed one (a record's stages are sorted by name)."""
+    from flows import lineage_cli
+
+    root = copy_of(approved[0], tmp_path, monkeypatch)
+    earlier = registry.approved_model(SC, store(root))
+    state, summary = run_flow(root, overrides={"tune.n_trials": 3})
+    assert state.is_completed() and only(summary)["version"] != earlier.model_version
+    capsys.readouterr()
+    code = lineage_cli.main(["--root", str(root), "reproduce", SC, earlier.model_version, "--keep"])
+    shown = capsys.readouterr().out
+    assert code == 0, shown
+    assert "IDENTICAL bytes" in shown and "differ" not in shown, shown
+    assert [line.split()[0] for line in shown.splitlines() if line.endswith("same outputs")] == lineage_stages(SC)
+    reproduced = Path(shown.splitlines()[0].rsplit(" in ", 1)[1])
+    inference = stage_id("inference_primary_model", SC)
+    assert dvcrepo.lock_entry(reproduced, inference)["outs"] == earlier.lineage["stages"][inference]["outs"]
+
+
+def test_reproduce_exits_non_zero_naming_each_output_that_differs(approved, tmp_path, monkeypatch, capsys):
+    from flows import lineage_cli
+
+    root = copy_of(approved[0], tmp_path, monkeypatch)
+    monkeypatch.setenv("TOY_UNDECLARED_INPUT", " (an input dvc.yaml does not declare)")
+    capsys.readouterr()
+    assert lineage_cli.main(["--root", str(root), "reproduce", SC]) == 1
+    shown = capsys.readouterr().out
+    report = f"reports/data_drift_report_{SC}.html"
+    assert f"{stage_id('data_drift_check', SC):32} differs: {report}" in shown, shown
+    assert f"1 output(s) differ from the record: {report}" in shown and "IDENTICAL bytes" in shown
+
+
 @pytest.mark.slow
 def test_two_make_run_style_runs_at_once_in_one_checkout_keep_their_own_overrides(tmp_path):
     """Two `python -m flows.lineage` processes (each with Prefect's temporary API), 3 s apart."""

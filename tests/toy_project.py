@@ -12,7 +12,9 @@ through the flow's overrides) or, for the one-off transient fault, an environmen
   the same every time);
 - ``drift.shift`` above ``drift.threshold`` → the drift stage reports drift on ``unit_price``;
 - ``fairness.max_mae_diff`` below the toy model's gap (0.1) → the risk check fails;
-- ``TOY_FAIL_ONCE=<stage address>:<marker file>`` → that stage fails once like a busy DVC lock.
+- ``TOY_FAIL_ONCE=<stage address>:<marker file>`` → that stage fails once like a busy DVC lock;
+- ``TOY_UNDECLARED_INPUT=<text>`` → the drift report carries it: an input ``dvc.yaml`` does not
+  declare, so a re-run with another value makes other bytes.
 """
 from __future__ import annotations
 
@@ -93,7 +95,8 @@ TOY_STAGE = textwrap.dedent(
             "unit_price": {"test": "ks", "p_value": 1e-9 if drifted else 0.4, "drift_detected": drifted},
             "quantity": {"test": "ks", "p_value": 0.5, "drift_detected": False},
         }
-        write("drift_report", f"<html><body>toy drift report {sc}: shift {shift}</body></html>")
+        note = os.environ.get("TOY_UNDECLARED_INPUT", "")
+        write("drift_report", f"<html><body>toy drift report {sc}: shift {shift}{note}</body></html>")
         metrics("drift_metrics", {"status": "drift" if drifted else "ok", "drift_detected": drifted,
                                   "n_drifted_columns": int(drifted), "columns": columns})
     elif stage == "preprocess":
@@ -111,7 +114,8 @@ TOY_STAGE = textwrap.dedent(
         metrics("val_metrics", {"rmsle": 0.5, "mae": 3.0, "mse": 0.3, "n_trials": n,
                                 "baselines": {"train_median": {"rmsle": 1.0, "mae": 5.0}}})
     elif stage == "inference_primary_model":
-        write("inference_results", "y_true,y_pred,is_registered\\n1,1.1,1\\n2,1.9,0\\n")
+        model = digest(Path(P["model_checkpoint"]).read_text())  # as the real one names the model it ran
+        write("inference_results", f"y_true,y_pred,is_registered,model\\n1,1.1,1,{model}\\n2,1.9,0,{model}\\n")
         write("shap_importance", "feature,importance\\nunit_price,0.7\\nhour,0.1\\n")
         metrics("test_metrics", {"rmsle": 0.52, "mae": 3.2, "mse": 0.31,
                                  "baselines": {"train_median": {"rmsle": 1.05, "mae": 5.1}}})
