@@ -26,7 +26,11 @@ from tasks.stages import lineage_stages
 
 
 def _store(root: Path) -> registry.RegistryStore:
-    return registry.RegistryStore(registry_location(root))
+    """The registry store this command reads, named on stderr: which one follows the shell's
+    environment (PRICELINEAGE_REGISTRY, PRICELINEAGE_STORAGE) before params.yaml."""
+    store = registry.RegistryStore(registry_location(root))
+    print(f"registry store {store.location}", file=sys.stderr)
+    return store
 
 
 def show(root: Path, stockcode: str, as_json: bool) -> int:

@@ -152,7 +152,9 @@ def test_lineage_cli_shows_the_served_model_and_its_lineage(approved, capsys):
     as_json = json.loads(capsys.readouterr().out)
     assert as_json["approved"]["model_md5"] == served.model_md5
     assert lineage_cli.main(["--root", str(root), "list"]) == 0
-    assert served.model_version in capsys.readouterr().out
+    listed = capsys.readouterr()
+    assert served.model_version in listed.out
+    assert f"registry store {store(root)}" in listed.err  # which store, since the environment picks it
     assert lineage_cli.main(["--root", str(root), "show", "NOSUCH"]) == 1
     assert "no decision recorded" in capsys.readouterr().out
 
