@@ -114,6 +114,8 @@ def _process_group(pgid: int) -> list[int]:
 
 def listens_on(pid: int, port: int) -> bool:
     """The process ``pid`` started (its group) holds the socket listening on ``port``."""
+    if not Path("/proc/net/tcp").exists():  # no procfs (macOS): the PID alive is all there is to check
+        return _alive(pid)
     inodes = _listening_sockets(port)
     for member in _process_group(pid):
         try:
