@@ -302,7 +302,9 @@ def main(argv: list[str] | None = None) -> int:
         stack = read(args.state_dir)
         if not stack or not serving(stack):
             where = f"{stack.api_url}, PID {stack.server_pid}, is not up" if stack else "none recorded"
-            print(f"no stack running in {args.state_dir} ({where})", file=sys.stderr if args.command == "url" else sys.stdout)
+            # `url` feeds a shell substitution (make deploy): its complaint goes to the terminal.
+            stream = sys.stderr if args.command == "url" else sys.stdout
+            print(f"no stack running in {args.state_dir} ({where})", file=stream)
             return 1
         if args.command == "url":
             print(stack.api_url)
