@@ -31,16 +31,19 @@ run: setup
 serve: setup
 	$(PYTHON) -m app.serve --host 127.0.0.1 --port $${PORT:-8000}
 
-# The local Prefect stack: a server (SQLite, UI on http://127.0.0.1:4200) and a process
-# worker, in the background until `make stack-stop`; then `make deploy` registers prefect.yaml.
+# The local Prefect stack: a server (SQLite, UI on http://127.0.0.1:4200, or PORT=...) and a
+# process worker, in the background until `make stack-stop`; then `make deploy` registers
+# prefect.yaml on the stack that is running (whatever its port), unless PREFECT_API_URL names
+# another server.
 stack: setup
-	$(PYTHON) -m deployments.local_stack start
+	$(PYTHON) -m deployments.local_stack start $(if $(PORT),--port $(PORT))
 
 stack-stop:
 	$(PYTHON) -m deployments.local_stack stop
 
 deploy: setup
-	PREFECT_API_URL=$${PREFECT_API_URL:-http://127.0.0.1:4200/api} $(VENV)/bin/prefect --no-prompt deploy --all
+	api_url="$${PREFECT_API_URL:-$$($(PYTHON) -m deployments.local_stack url)}"; \
+	PREFECT_API_URL="$$api_url" $(VENV)/bin/prefect --no-prompt deploy --all
 
 test: setup services
 	$(PYTHON) -m pytest -m "slow or not slow"

@@ -1,12 +1,20 @@
 """The local Prefect stack: a Prefect server (SQLite) and a process worker, on 127.0.0.1.
 
-    python -m deployments.local_stack start     # prints the PREFECT_API_URL to use
-    python -m deployments.local_stack status
+    python -m deployments.local_stack start [--port 4200]   # prints the PREFECT_API_URL to use
+    python -m deployments.local_stack status                # exit 1 unless its own server answers
+    python -m deployments.local_stack url                   # the running stack's PREFECT_API_URL
     python -m deployments.local_stack stop
 
 Both run in the background, detached from the shell that started them, with their logs and
-PIDs in ``.prefect-stack/`` (``--state-dir``); ``stop`` ends them by PID. ``make stack`` and
-``make stack-stop`` call this; the tests start their own stack the same way, on a free port.
+PIDs in ``.prefect-stack/`` (``--state-dir``); ``stop`` ends them by PID. ``make stack
+[PORT=...]``, ``make deploy`` and ``make stack-stop`` call this; the tests start their own
+stack the same way, on a free port.
+
+``start`` refuses a port something else listens on, and a server that exits while starting.
+A server counts as up only when the process it started is alive and it is the one listening
+on the port (its sockets, read from /proc) and answering: another server on the same port is
+not this stack. The stores the flows use (registry, DVC remote, workspaces) follow the
+environment ``start`` ran in, which the worker inherits: start prints them, status repeats them.
 """
 from __future__ import annotations
 
@@ -20,7 +28,8 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from dataclasses import asdict, dataclass
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 DEFAULT_PORT = 4200
@@ -37,11 +46,21 @@ class Stack:
     worker_pid: int | None
     state_dir: str
     home: str
+    # Where the worker's flow runs read and write, as resolved in its environment at start.
+    stores: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def port(self) -> int:
+        return int(self.api_url.rsplit(":", 1)[1].split("/", 1)[0])
 
     @property
     def env(self) -> dict[str, str]:
         """The environment a client of this stack needs (CLI, flows, tests)."""
         return {**os.environ, **_settings(Path(self.home)), "PREFECT_API_URL": self.api_url}
+
+
+class StackError(RuntimeError):
+    """The stack cannot start (port taken, server died) or is not what its state file says."""
 
 
 def _settings(home: Path) -> dict[str, str]:
@@ -52,6 +71,65 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def port_taken(port: int) -> bool:
+    """Something already listens on 127.0.0.1:``port`` (or holds it)."""
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
+def _listening_sockets(port: int) -> set[str]:
+    """Inodes of the sockets listening on ``port`` (any address), from the kernel's tables."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            listening = fields[3] == "0A"
+            if listening and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(fields[9])
+    return inodes
+
+
+def _process_group(pgid: int) -> list[int]:
+    """The processes of group ``pgid``: the server and what it started (its session's leader)."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            after_name = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(after_name[2]) == pgid:  # state, ppid, pgrp
+            members.append(int(stat.parent.name))
+    return members
+
+
+def listens_on(pid: int, port: int) -> bool:
+    """The process ``pid`` started (its group) holds the socket listening on ``port``."""
+    if not Path("/proc/net/tcp").exists():  # no procfs (macOS): the PID alive is all there is to check
+        return _alive(pid)
+    inodes = _listening_sockets(port)
+    for member in _process_group(pid):
+        try:
+            links = [os.readlink(fd) for fd in Path(f"/proc/{member}/fd").iterdir()]
+        except OSError:
+            continue
+        if any(link.startswith("socket:[") and link[8:-1] in inodes for link in links):
+            return True
+    return False
+
+
+def serving(stack: Stack) -> bool:
+    """This stack's own server is up: its process alive, listening on the port, answering."""
+    return _alive(stack.server_pid) and listens_on(stack.server_pid, stack.port) and _healthy(stack.api_url)
 
 
 def _healthy(api_url: str) -> bool:
@@ -96,41 +174,70 @@ def start(
     worker: bool = True,
     extra_env: dict[str, str] | None = None,
     timeout: float = 90,
+    project: Path = Path("."),
 ) -> Stack:
     """Start the server, wait until it answers, create the pool, start the worker."""
     state_dir = state_dir.resolve()
     state_dir.mkdir(parents=True, exist_ok=True)
     existing = read(state_dir)
     if existing and _alive(existing.server_pid):
-        raise RuntimeError(f"a stack is already running ({existing.api_url}, PID {existing.server_pid}); stop it first")
+        raise StackError(f"a stack is already running ({existing.api_url}, PID {existing.server_pid}); stop it first")
+    if port_taken(port):
+        raise StackError(f"port {port} on 127.0.0.1 is taken by another process: start on another one "
+                         "(`make stack PORT=<port>`, or --port)")
     home = (home or state_dir / "home").resolve()
     api_url = f"http://127.0.0.1:{port}/api"
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
     env.update(_settings(home))
     env.update(extra_env or {})
-    server_pid = _spawn(_prefect("server", "start", "--host", "127.0.0.1", "--port", str(port)), env,
-                        state_dir / "server.log")
+    log = state_dir / "server.log"
+    log_start = log.stat().st_size if log.exists() else 0
+    server_pid = _spawn(_prefect("server", "start", "--host", "127.0.0.1", "--port", str(port)), env, log)
     deadline = time.monotonic() + timeout
-    while not _healthy(api_url):
+    while not (listens_on(server_pid, port) and _healthy(api_url)):
         if not _alive(server_pid):
-            raise RuntimeError(f"the Prefect server exited at start; see {state_dir / 'server.log'}:\n"
-                               + (state_dir / "server.log").read_text()[-2000:])
+            _stop_pid(server_pid)  # what it started, if anything outlived it
+            raise StackError(f"the Prefect server exited while starting; the end of {log}:\n"
+                             + log.read_text(errors="replace")[log_start:][-2000:])
         if time.monotonic() > deadline:
             _stop_pid(server_pid)
-            raise RuntimeError(f"the Prefect server did not answer on {api_url} within {timeout:.0f} s")
+            raise StackError(f"the Prefect server did not answer on {api_url} within {timeout:.0f} s; see {log}")
         time.sleep(0.5)
     client_env = {**env, "PREFECT_API_URL": api_url}
     created = subprocess.run(_prefect("work-pool", "create", pool, "--type", "process", "--overwrite"),
                              env=client_env, capture_output=True, text=True)
     if created.returncode != 0:
         _stop_pid(server_pid)
-        raise RuntimeError(f"creating work pool {pool} failed: {created.stdout}{created.stderr}")
+        raise StackError(f"creating work pool {pool} failed: {created.stdout}{created.stderr}")
     worker_pid = None
     if worker:
         worker_pid = _spawn(_prefect("worker", "start", "--pool", pool), client_env, state_dir / "worker.log")
-    stack = Stack(api_url, pool, server_pid, worker_pid, str(state_dir), str(home))
+    stack = Stack(api_url, pool, server_pid, worker_pid, str(state_dir), str(home), stores_in_use(project, env))
     (state_dir / STATE_FILE).write_text(json.dumps(asdict(stack), indent=2))
     return stack
+
+
+@contextmanager
+def _environment(env: dict[str, str]):
+    saved = dict(os.environ)
+    os.environ.clear()
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def stores_in_use(project: Path, env: dict[str, str]) -> dict[str, str]:
+    """The registry store, DVC remote and workspaces a flow run of ``project`` uses under ``env``
+    (the worker's environment), resolved by the code the flows and the API resolve them with."""
+    from app.settings import dvc_remote_location
+    from pricing.layout import registry_location, workspaces_dir
+
+    with _environment(env):
+        return {"registry store": registry_location(project), "DVC remote": dvc_remote_location(project),
+                "workspaces": str(workspaces_dir(project))}
 
 
 def read(state_dir: Path = DEFAULT_STATE_DIR) -> Stack | None:
@@ -165,28 +272,48 @@ def stop(stack: Stack | None = None, state_dir: Path = DEFAULT_STATE_DIR) -> boo
     return True
 
 
+def describe(stack: Stack) -> list[str]:
+    lines = [f"PREFECT_HOME    {stack.home}"]
+    lines += [f"{name:15} {location}" for name, location in stack.stores.items()]
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m deployments.local_stack", description=__doc__.split("\n\n")[0])
-    parser.add_argument("command", choices=["start", "stop", "status"])
+    parser.add_argument("command", choices=["start", "stop", "status", "url"])
     parser.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
     parser.add_argument("--port", type=int, default=DEFAULT_PORT)
     parser.add_argument("--pool", default=DEFAULT_POOL)
     args = parser.parse_args(argv)
     if args.command == "start":
-        stack = start(args.state_dir, args.port, args.pool)
+        try:
+            stack = start(args.state_dir, args.port, args.pool)
+        except StackError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 1
         print(f"Prefect server  {stack.api_url.removesuffix('/api')}  (UI; PID {stack.server_pid})")
         print(f"process worker  pool {stack.pool}  (PID {stack.worker_pid})")
         print(f"logs            {stack.state_dir}/server.log, worker.log")
+        print("\n".join(describe(stack)))
+        print("(the worker's flow runs use these: they follow the environment this command ran in)")
         print(f"\nexport PREFECT_API_URL={stack.api_url}")
         return 0
-    if args.command == "status":
+    if args.command in ("status", "url"):
         stack = read(args.state_dir)
-        if not stack or not _alive(stack.server_pid):
-            print("no stack running")
+        if not stack or not serving(stack):
+            where = f"{stack.api_url}, PID {stack.server_pid}, is not up" if stack else "none recorded"
+            # `url` feeds a shell substitution (make deploy): its complaint goes to the terminal.
+            stream = sys.stderr if args.command == "url" else sys.stdout
+            print(f"no stack running in {args.state_dir} ({where})", file=stream)
             return 1
-        print(f"server {stack.api_url} PID {stack.server_pid} ({'up' if _healthy(stack.api_url) else 'not answering'}); "
-              f"worker PID {stack.worker_pid} ({'up' if _alive(stack.worker_pid) else 'down'})")
-        return 0
+        if args.command == "url":
+            print(stack.api_url)
+            return 0
+        worker_up = stack.worker_pid is None or _alive(stack.worker_pid)
+        print(f"server {stack.api_url} PID {stack.server_pid} (up); "
+              f"worker PID {stack.worker_pid} ({'up' if worker_up else 'DOWN: see worker.log'})")
+        print("\n".join(describe(stack)))
+        return 0 if worker_up else 1
     print("stopped" if stop(state_dir=args.state_dir) else "no stack recorded")
     return 0
 

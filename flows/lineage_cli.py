@@ -8,7 +8,8 @@
 
 ``show`` and ``list`` read the registry store only (``orchestration.registry`` in params.yaml,
 or PRICELINEAGE_REGISTRY): fast, no Prefect, no DVC. ``checkout`` restores a record's exact
-lineage by hash (from the DVC cache, else the remote); ``reproduce`` runs it again and compares.
+lineage by hash (from the DVC cache, else the remote); ``reproduce`` runs it again, stage by
+stage in lineage order, and exits 1 naming every output whose md5 is not the record's.
 """
 from __future__ import annotations
 
@@ -21,10 +22,15 @@ from pathlib import Path
 from pricing import registry
 from pricing.errors import DataValidationError
 from pricing.layout import registry_location, workspaces_dir
+from tasks.stages import lineage_stages
 
 
 def _store(root: Path) -> registry.RegistryStore:
-    return registry.RegistryStore(registry_location(root))
+    """The registry store this command reads, named on stderr: which one follows the shell's
+    environment (PRICELINEAGE_REGISTRY, PRICELINEAGE_STORAGE) before params.yaml."""
+    store = registry.RegistryStore(registry_location(root))
+    print(f"registry store {store.location}", file=sys.stderr)
+    return store
 
 
 def show(root: Path, stockcode: str, as_json: bool) -> int:
@@ -89,26 +95,38 @@ def reproduce(root: Path, stockcode: str, version: str | None, keep: bool) -> in
     record = chosen_record(root, stockcode, version)
     if not record.model_path or not record.model_md5:
         raise DataValidationError(f"{stockcode}: decision {record.model_version} trained no model to reproduce")
+    recorded = dict(record.lineage.get("stages") or {})
+    stages = recorded_in_lineage_order(record.stockcode, recorded)
     ws = workspace.from_record(root.resolve(), record, base=workspaces_dir(root) / "reproductions", fetch=False)
-    stages = list(record.lineage.get("stages") or {})
     print(f"{stockcode}: re-running {len(stages)} stages of model {record.model_version} in {ws.path}")
     again = workspace.reproduce(ws, stages)
     new_md5 = registry.output_md5(again, record.model_path)
     same = new_md5 == record.model_md5
     print(f"  recorded model md5   {record.model_md5}")
     print(f"  reproduced model md5 {new_md5}  -> {'IDENTICAL bytes' if same else 'DIFFERENT bytes'}")
+    differing: list[str] = []
     for address in stages:
-        before = {o.get("path"): o.get("md5") for o in (record.lineage["stages"][address].get("outs") or [])}
-        after = {o.get("path"): o.get("md5") for o in ((again.get(address) or {}).get("outs") or [])}
-        differing = sorted(path for path in before if before[path] != after.get(path))
-        print(f"  {address:32} {'same outputs' if not differing else 'differs: ' + ', '.join(differing)}")
-    if not same:
+        changed = registry.differing_outputs(recorded[address], again.get(address))
+        differing += changed
+        print(f"  {address:32} {'same outputs' if not changed else 'differs: ' + ', '.join(changed)}")
+    if differing:
+        print(f"{len(differing)} output(s) differ from the record: {', '.join(differing)}")
         now = registry.current_platform()
         print(f"  made on   {record.platform}\n  rerun on  {now}")
         print("  (the same seed gives other bytes on another CPU or library version)")
     if not keep:
         workspace.remove(ws)
-    return 0 if same else 1
+    return 1 if differing else 0
+
+
+def recorded_in_lineage_order(stockcode: str, recorded: dict) -> list[str]:
+    """The record's stages in the order the lineage runs them (a record's keys are sorted by
+    name, which puts assess before tune)."""
+    ordered = [address for address in lineage_stages(stockcode) if address in recorded]
+    unknown = sorted(set(recorded) - set(ordered))
+    if unknown:
+        raise DataValidationError(f"{stockcode}: the record holds stages outside its lineage: {', '.join(unknown)}")
+    return ordered
 
 
 def main(argv: list[str] | None = None) -> int:

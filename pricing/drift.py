@@ -9,14 +9,16 @@ does the data the candidate will serve on still look like what it learned from?)
 
 Each comparison runs Evidently's ``DataDriftPreset`` with every column's test and p-value
 threshold pinned, because at our weekly volumes Evidently's automatic choice misses a 30 %
-price rise and its distance tests fire on most ordinary weeks (see the drift section of
-``measured-facts.md``). A comparison drifts when Evidently's own "share of drifted columns"
-test fails; the product drifts when any comparison does. A comparison whose windows are too
+price rise and its distance tests fire on most ordinary weeks
+(``tests/test_drift_calibration.py`` measures the pinned tests on the five best sellers). A
+comparison drifts when Evidently's own "share of drifted columns" test fails; the product
+drifts when any comparison does. A comparison whose windows are too
 small or whose current week is not over is not judged: ``insufficient_data``, never drift.
 """
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -600,7 +602,29 @@ def render_report_html(check: DriftCheck) -> str:
             widgets.append(text_widget(title=title, text=f"Not judged: {comparison['reason']}"))
         else:
             widgets.append(group_widget(title=title, widgets=[*snapshot._widgets, *snapshot._tests_widgets]))
-    return render_widgets(widgets, as_iframe=False)
+    return stable_render_ids(render_widgets(widgets, as_iframe=False))
+
+
+# Evidently names each widget (a UUID7) and the page's dashboard (``metric_<hex>``) afresh on
+# every render. The page is a DVC-tracked output, and the same verdict must give the same
+# bytes (or a reproduction could never match its record), so those ids are renamed in order of
+# first appearance, each one consistently, so the page's references still hold. Only these two
+# shapes: its JavaScript bundle holds constant UUIDs of other versions (uuid's DNS namespace).
+_RENDER_IDS = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}"
+                         r"|(?<=metric_)[0-9a-f]{32}")
+
+
+def stable_render_ids(page: str) -> str:
+    renamed: dict[str, str] = {}
+
+    def rename(match: re.Match[str]) -> str:
+        found = match.group(0)
+        if found not in renamed:
+            n = len(renamed)
+            renamed[found] = f"00000000-0000-7000-8000-{n:012x}" if "-" in found else f"{n:032x}"
+        return renamed[found]
+
+    return _RENDER_IDS.sub(rename, page)
 
 
 def _verdict_markdown(result: Mapping[str, Any]) -> str:

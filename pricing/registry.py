@@ -121,6 +121,14 @@ def output_md5(stages: Mapping[str, Mapping[str, Any]], path: str) -> str | None
     return None
 
 
+def differing_outputs(recorded: Mapping[str, Any] | None, again: Mapping[str, Any] | None) -> list[str]:
+    """The outputs of a stage whose md5 in ``again`` is not the one ``recorded`` (a ``dvc.lock``
+    entry each): changed, or missing from the new entry."""
+    after = {out.get("path"): out.get("md5") for out in _entries((again or {}).get("outs"))}
+    return sorted(out.get("path") for out in _entries((recorded or {}).get("outs"))
+                  if after.get(out.get("path")) != out.get("md5"))
+
+
 def _package_version(name: str) -> str | None:
     try:
         return importlib.metadata.version(name)

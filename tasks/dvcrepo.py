@@ -33,8 +33,8 @@ LOCK_FILE = "dvc.lock"
 # Bump when what a cached result means changes (its shape, the checks behind it).
 CACHE_VERSION = 1
 
-# What a fault worth retrying looks like in dvc's output: a stage whose outputs another
-# `dvc repro` holds, DVC's repo lock, a remote that timed out or dropped the connection.
+# What a fault worth retrying looks like in DVC's own error lines: a stage whose outputs
+# another `dvc repro` holds, DVC's repo lock, a remote that timed out or dropped the connection.
 TRANSIENT_PATTERNS = (
     r"is busy, it is being blocked by",
     r"Unable to acquire lock",
@@ -44,6 +44,12 @@ TRANSIENT_PATTERNS = (
     r"Service Unavailable|SlowDown|RequestTimeout",
 )
 _TRANSIENT = re.compile("|".join(TRANSIENT_PATTERNS), re.IGNORECASE)
+# The patterns are read on DVC's logger lines only: the stage's own output shares the stream,
+# and a banner saying "(timeout 360 s)" before a crash is no time-out.
+DVC_ERROR_PREFIX = "ERROR: "
+# DVC's line for a failed stage command quotes the command: its words are the user's, not a
+# diagnosis of DVC's.
+_FAILED_COMMAND = re.compile(r"failed to run: .*, exited with -?\d+")
 _EXITED = re.compile(r"exited with (-?\d+)")
 OUTPUT_TAIL_LINES = 200
 # dvc's hints after each repro/commit: noise in a flow's log.
@@ -99,6 +105,11 @@ def run_dvc(args: Sequence[str], root: Path, echo: Callable[[str], None] | None 
     return DvcRun(["dvc", *args], returncode, list(tail))
 
 
+def dvc_error_lines(lines: Sequence[str]) -> list[str]:
+    """The lines DVC's logger printed as errors (``ERROR: ...``)."""
+    return [line for line in lines if line.startswith(DVC_ERROR_PREFIX)]
+
+
 def classify_failure(address: str, run: DvcRun) -> StageError:
     """Turn a failed dvc run into the error orchestration acts on (retry or stop)."""
     output = run.output
@@ -113,9 +124,10 @@ def classify_failure(address: str, run: DvcRun) -> StageError:
         return StageDataValidationError(address, f"{DATA_VALIDATION_MARKER} (exit {EXIT_DATA_VALIDATION})", output)
     if exited and int(exited[-1]) == EXIT_DRIFT_GATE:
         return StageDriftGateError(address, f"{DRIFT_GATE_MARKER} (exit {EXIT_DRIFT_GATE})", output)
-    errors = [line for line in run.tail if line.startswith("ERROR")] or run.tail[-1:] or ["no output"]
-    message = f"`{' '.join(run.args)}` failed (rc {run.returncode}): {errors[-1]}"
-    if _TRANSIENT.search(output):
+    errors = dvc_error_lines(run.tail)
+    last = (errors or run.tail[-1:] or ["no output"])[-1]
+    message = f"`{' '.join(run.args)}` failed (rc {run.returncode}): {last}"
+    if any(_TRANSIENT.search(_FAILED_COMMAND.sub("", line)) for line in errors):
         return TransientStageError(address, message, output)
     return StageCommandError(address, message, output)
 

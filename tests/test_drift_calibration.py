@@ -39,7 +39,7 @@ from pricing.split import INVOICE_COLUMN, SplitConfig
 pytestmark = pytest.mark.slow
 
 BEST_SELLERS = ("85123A", "85099B", "22423", "47566", "20725")
-# Its list price rose £1.95 -> £2.08 in April 2011 (measured-facts.md): inside its training window.
+# Its list price rose £1.95 -> £2.08 in April 2011 (in the bundled data): inside its training window.
 LIST_PRICE_CHANGED = "85099B"
 N_WEEKS = 16
 MAX_ORDINARY_ALARM_RATE = 0.1

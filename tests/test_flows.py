@@ -30,7 +30,7 @@ from flows.lineage import lineage  # noqa: E402
 from pricing import registry  # noqa: E402
 from tasks import dvcrepo  # noqa: E402
 from tasks.stages import CATALOGUE, ETL, PER_STOCKCODE, lineage_stages, stage_id  # noqa: E402
-from toy_project import git_commit_all, make_toy_project, registry_dir, run_cmd  # noqa: E402
+from toy_project import git_commit_all, make_toy_project, real_tune_banner, registry_dir, run_cmd  # noqa: E402
 
 SC = "85123A"
 DVC = [sys.executable, "-m", "dvc"]
@@ -152,7 +152,9 @@ def test_lineage_cli_shows_the_served_model_and_its_lineage(approved, capsys):
     as_json = json.loads(capsys.readouterr().out)
     assert as_json["approved"]["model_md5"] == served.model_md5
     assert lineage_cli.main(["--root", str(root), "list"]) == 0
-    assert served.model_version in capsys.readouterr().out
+    listed = capsys.readouterr()
+    assert served.model_version in listed.out
+    assert f"registry store {store(root)}" in listed.err  # which store, since the environment picks it
     assert lineage_cli.main(["--root", str(root), "show", "NOSUCH"]) == 1
     assert "no decision recorded" in capsys.readouterr().out
 
@@ -256,6 +258,22 @@ def test_real_pipeline_approves_85123A_and_reproduces_its_bytes(prefect_api, tmp
     assert "IDENTICAL bytes" in capsys.readouterr().out
 
 
+def test_a_deterministic_crash_after_the_tune_banner_fails_once_unretried(prefect_api, tmp_path):
+    """The real tune banner says "(timeout 360 s)": no reason to retry a crash that follows it."""
+    text = real_tune_banner(SC)
+    root = make_toy_project(tmp_path / "toy", params={"toy": {"crash": {"tune_primary_model": text}}})
+    state, summary = run_flow(root)
+    assert state.is_failed()
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs()
+    tune_runs = [run for run in runs if run.name == stage_id("tune_primary_model", SC)
+                 and run.flow_run_id == state.state_details.flow_run_id]
+    assert len(tune_runs) == 1 and tune_runs[0].run_count == 1, [run.run_count for run in tune_runs]
+    assert f"{stage_id('tune_primary_model', SC)}: `dvc repro" in state.message
+
+
 # -- many products, one run ---------------------------------------------------------------------
 def test_any_product_runs_and_one_products_failure_sinks_no_other(prefect_api, tmp_path):
     root = make_toy_project(tmp_path / "toy")
@@ -344,6 +362,40 @@ def test_checkout_and_reproduce_an_approved_lineage(approved, capsys):
     assert lineage_cli.main(["--root", str(root), "reproduce", SC, served.model_version[:6]]) == 0
     shown = capsys.readouterr().out
     assert "IDENTICAL bytes" in shown and served.model_md5 in shown
+
+
+def test_reproduce_runs_an_earlier_models_lineage_in_order_over_a_newer_landed_one(
+        approved, tmp_path, monkeypatch, capsys):
+    """The checkout holds a newer model than the one reproduced: inference must run on the
+    re-made checkpoint, after tune, not on the landed one (a record's stages are sorted by name)."""
+    from flows import lineage_cli
+
+    root = copy_of(approved[0], tmp_path, monkeypatch)
+    earlier = registry.approved_model(SC, store(root))
+    state, summary = run_flow(root, overrides={"tune.n_trials": 3})
+    assert state.is_completed() and only(summary)["version"] != earlier.model_version
+    capsys.readouterr()
+    code = lineage_cli.main(["--root", str(root), "reproduce", SC, earlier.model_version, "--keep"])
+    shown = capsys.readouterr().out
+    assert code == 0, shown
+    assert "IDENTICAL bytes" in shown and "differ" not in shown, shown
+    assert [line.split()[0] for line in shown.splitlines() if line.endswith("same outputs")] == lineage_stages(SC)
+    reproduced = Path(shown.splitlines()[0].rsplit(" in ", 1)[1])
+    inference = stage_id("inference_primary_model", SC)
+    assert dvcrepo.lock_entry(reproduced, inference)["outs"] == earlier.lineage["stages"][inference]["outs"]
+
+
+def test_reproduce_exits_non_zero_naming_each_output_that_differs(approved, tmp_path, monkeypatch, capsys):
+    from flows import lineage_cli
+
+    root = copy_of(approved[0], tmp_path, monkeypatch)
+    monkeypatch.setenv("TOY_UNDECLARED_INPUT", " (an input dvc.yaml does not declare)")
+    capsys.readouterr()
+    assert lineage_cli.main(["--root", str(root), "reproduce", SC]) == 1
+    shown = capsys.readouterr().out
+    report = f"reports/data_drift_report_{SC}.html"
+    assert f"{stage_id('data_drift_check', SC):32} differs: {report}" in shown, shown
+    assert f"1 output(s) differ from the record: {report}" in shown and "IDENTICAL bytes" in shown
 
 
 @pytest.mark.slow

@@ -118,7 +118,7 @@ def test_three_stages_on_synthetic_data(synthetic_project, capsys):
     assert payload["transformer_md5"] == hashlib.md5(layout.transformer(STOCKCODE).read_bytes()).hexdigest()
 
     val = json.loads(layout.val_metrics(STOCKCODE).read_text())
-    for key in ("mse", "mae", "rmsle", "model_version", "hparams", "optimizer", "batch_size", "lr", "timestamp"):
+    for key in ("mse", "mae", "rmsle", "model_version", "hparams", "optimizer", "batch_size", "lr"):
         assert key in val, key
     assert set(val["baselines"]) == set(BASELINES) and val["n_rows"] == 100
     history = pd.read_csv(layout.tuning_history(STOCKCODE))

@@ -78,3 +78,24 @@ def test_every_imported_project_file_and_the_requirements_are_deps(name):
     needed = project_imports(entry_module(stage)) | {REQUIREMENTS}
     missing = sorted(needed - deps)
     assert not missing, f"dvc.yaml stage {name} imports or needs these but does not list them in deps: {missing}"
+
+
+def declared_outputs(stage: dict) -> set[str]:
+    """Every path a stage writes: outs, metrics and plots (a string, or a one-key mapping)."""
+    return {next(iter(entry)) if isinstance(entry, dict) else entry
+            for kind in ("outs", "metrics", "plots") for entry in stage.get(kind, [])}
+
+
+def test_the_lineage_order_is_dvc_yamls_dependency_order():
+    """`tasks.stages.ALL_STAGES` is the one ordered list (the flow and `lineage_cli reproduce`
+    run stages by it): every stage comes after each stage whose output it reads."""
+    from tasks.stages import ALL_STAGES
+
+    defined = stages()
+    assert set(ALL_STAGES) == set(defined)
+    writer = {path: name for name in defined for path in declared_outputs(defined[name])}
+    for position, name in enumerate(ALL_STAGES):
+        upstream = {writer[dep] for dep in defined[name].get("deps", []) if dep in writer}
+        assert upstream or position == 0, f"{name} reads no other stage's output"
+        later = sorted(upstream - set(ALL_STAGES[:position]))
+        assert not later, f"{name} reads outputs of {later}, which ALL_STAGES puts after it"

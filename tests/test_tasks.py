@@ -2,7 +2,12 @@
 overrides, and the approval record. Runs against a toy DVC project (``tasks.testing``)."""
 import json
 import os
+import re
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -22,8 +27,8 @@ from tasks.errors import (
     is_transient,
 )
 from tasks.stage_task import STAGE_TASKS
-from tasks.stages import ETL, PREPROCESS, RISK, lineage_stages, stage_id
-from toy_project import TOY_PRODUCTS, make_toy_project, run_cmd
+from tasks.stages import DRIFT, ETL, PREPROCESS, RISK, TUNE, lineage_stages, stage_id
+from toy_project import TOY_PRODUCTS, make_toy_project, real_tune_banner, run_cmd
 
 SC = "85123A"
 
@@ -75,6 +80,50 @@ def test_drift_gate_is_final():
 ])
 def test_busy_lock_and_timeouts_are_transient(line):
     assert isinstance(dvcrepo.classify_failure("x", failed(line)), TransientStageError)
+
+
+def test_a_timeout_word_outside_dvcs_error_lines_is_not_transient():
+    error = dvcrepo.classify_failure("x", failed(
+        "x: 10 trials (timeout 360 s)", "Traceback ...", "RuntimeError: bug",
+        "ERROR: failed to reproduce 'x': failed to run: python -m stages.timeout_check x, exited with 1",
+    ))
+    assert isinstance(error, StageCommandError) and not is_transient(error)
+
+
+def run_until_tune(toy):
+    for name, sc in ((ETL, None), (DRIFT, SC), (PREPROCESS, SC)):
+        run(name, toy, sc)
+
+
+def test_a_crash_after_the_real_tune_banner_is_final(toy):
+    text = real_tune_banner(SC)
+    assert re.search(r"timed? ?out", text, re.IGNORECASE)  # what made this a retry before
+    run_until_tune(toy)
+    _set_toy(toy, crash={TUNE: text})
+    with pytest.raises(StageCommandError) as caught:
+        run(TUNE, toy, SC)
+    assert not is_transient(caught.value)
+    assert text in caught.value.output and "a bug, the same on every run" in caught.value.output
+
+
+def test_a_stage_another_dvc_repro_holds_is_transient(toy):
+    """A real busy lock: a second `dvc repro` of a stage whose outputs the first one holds."""
+    run_until_tune(toy)
+    _set_toy(toy, sleep={TUNE: 60})
+    holder = subprocess.Popen([sys.executable, "-m", "dvc", "repro", "--single-item", stage_id(TUNE, SC)], cwd=toy,
+                              env=dvcrepo.venv_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
+    try:
+        rwlock, checkpoint = toy / ".dvc" / "tmp" / "rwlock", Layout(Path(".")).model_checkpoint(SC).as_posix()
+        deadline = time.monotonic() + 60
+        while not (rwlock.exists() and checkpoint in rwlock.read_text()):
+            assert holder.poll() is None and time.monotonic() < deadline, "the first dvc repro never took its lock"
+            time.sleep(0.2)
+        with pytest.raises(TransientStageError, match="is busy, it is being blocked by"):
+            run(TUNE, toy, SC)
+    finally:
+        os.killpg(holder.pid, signal.SIGKILL)
+        holder.wait()
 
 
 def test_other_failures_are_final():

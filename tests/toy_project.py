@@ -8,9 +8,13 @@ through the flow's overrides) or, for the one-off transient fault, an environmen
 - ``toy.invalid: [stage or stage@stockcode, ...]`` → that stage fails with ``DataValidationError`` (exit 2);
 - ``toy.sleep: {stage: seconds}`` → that stage takes this long (to hold a run open);
 - ``toy.garbage: [stage, ...]`` → the stage exits 0 but writes unparsable metrics;
+- ``toy.crash: {stage: text}`` → the stage prints ``text`` and crashes with a traceback (a bug:
+  the same every time);
 - ``drift.shift`` above ``drift.threshold`` → the drift stage reports drift on ``unit_price``;
 - ``fairness.max_mae_diff`` below the toy model's gap (0.1) → the risk check fails;
-- ``TOY_FAIL_ONCE=<stage address>:<marker file>`` → that stage fails once like a busy DVC lock.
+- ``TOY_FAIL_ONCE=<stage address>:<marker file>`` → that stage fails once like a busy DVC lock;
+- ``TOY_UNDECLARED_INPUT=<text>`` → the drift report carries it: an input ``dvc.yaml`` does not
+  declare, so a re-run with another value makes other bytes.
 """
 from __future__ import annotations
 
@@ -22,7 +26,7 @@ from pathlib import Path
 
 import yaml
 
-from pricing.layout import Layout
+from pricing.layout import Layout, load_params
 from tasks.stages import DRIFT, ETL, INFERENCE, PREPROCESS, PRICE_RESPONSE, RISK, TUNE
 
 SC = "${item.stockcode}"
@@ -54,6 +58,9 @@ TOY_STAGE = textwrap.dedent(
     import time
 
     time.sleep(float((toy.get("sleep") or {}).get(stage, 0)))
+    if stage in (toy.get("crash") or {}):
+        print(toy["crash"][stage], flush=True)
+        raise RuntimeError(f"toy {address}: a bug, the same on every run")
     if stage in (toy.get("invalid") or []) or address in (toy.get("invalid") or []):
         print(f"DataValidationError: toy {address}: column 'unit_price' is missing", file=sys.stderr)
         sys.exit(2)
@@ -94,7 +101,8 @@ TOY_STAGE = textwrap.dedent(
             "unit_price": {"test": "ks", "p_value": 1e-9 if drifted else 0.4, "drift_detected": drifted},
             "quantity": {"test": "ks", "p_value": 0.5, "drift_detected": False},
         }
-        write("drift_report", f"<html><body>toy drift report {sc}: shift {shift}</body></html>")
+        note = os.environ.get("TOY_UNDECLARED_INPUT", "")
+        write("drift_report", f"<html><body>toy drift report {sc}: shift {shift}{note}</body></html>")
         metrics("drift_metrics", {"status": "drift" if drifted else "ok", "drift_detected": drifted,
                                   "n_drifted_columns": int(drifted), "columns": columns})
     elif stage == "preprocess":
@@ -112,7 +120,8 @@ TOY_STAGE = textwrap.dedent(
         metrics("val_metrics", {"rmsle": 0.5, "mae": 3.0, "mse": 0.3, "n_trials": n,
                                 "baselines": {"train_median": {"rmsle": 1.0, "mae": 5.0}}})
     elif stage == "inference_primary_model":
-        write("inference_results", "y_true,y_pred,is_registered\\n1,1.1,1\\n2,1.9,0\\n")
+        model = digest(Path(P["model_checkpoint"]).read_text())  # as the real one names the model it ran
+        write("inference_results", f"y_true,y_pred,is_registered,model\\n1,1.1,1,{model}\\n2,1.9,0,{model}\\n")
         write("shap_importance", "feature,importance\\nunit_price,0.7\\nhour,0.1\\n")
         metrics("test_metrics", {"rmsle": 0.52, "mae": 3.2, "mse": 0.31,
                                  "baselines": {"train_median": {"rmsle": 1.05, "mae": 5.1}}})
@@ -213,7 +222,7 @@ DEFAULT_PARAMS = {
     "drift": {"gate": "block", "shift": 0.0, "threshold": 0.25},
     "tune": {"n_trials": 20},
     "fairness": {"max_mae_diff": 0.5},
-    "toy": {"invalid": [], "garbage": [], "sleep": {"tune_primary_model": 0}},
+    "toy": {"invalid": [], "garbage": [], "crash": {}, "sleep": {"tune_primary_model": 0}},
 }
 
 
@@ -284,3 +293,12 @@ def git_commit_all(root: Path, message: str) -> None:
 
 def run_cmd(args: list[str], cwd: Path) -> str:
     return _run(args, cwd)
+
+
+def real_tune_banner(stockcode: str) -> str:
+    """The first line the real tune stage prints, with this project's tune params (its
+    timeout included), for a toy stage to print before it fails."""
+    from stages.tune_primary_model import banner
+
+    tune = load_params(Path(__file__).resolve().parents[1])["tune"]
+    return banner(stockcode, 1406, 301, 40, tune["n_trials"], tune["timeout"])
