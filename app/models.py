@@ -27,6 +27,7 @@ from pricing.errors import DataValidationError
 from pricing.features import LIST_PRICE, list_price_features
 from pricing.layout import SPLITS, Layout
 from pricing.portable import PortableModel
+from pricing.price_response import WeeklyDemand, weekly_demand
 from pricing.registry import Record, RegistryStore, output_md5
 
 log = logging.getLogger(__name__)
@@ -69,7 +70,11 @@ class ServedModel:
     model: PortableModel
     context: pl.DataFrame  # the product's most recent lines, every raw feature
     evidence: Evidence
-    response: PriceResponse  # the lineage's own grid: the recommendation
+    response: PriceResponse  # the network's per-line curve on the lineage's own grid
+    # The served price response as inference recorded it: the catalogue stage's row of the
+    # product (weekly units at the current price, elasticity and interval, the level it came
+    # from) and the recommendation with its reasons. None for records made before it existed.
+    weekly: dict[str, Any] | None = None
     loaded_at: str = field(default_factory=_now)
 
     def __post_init__(self) -> None:
@@ -113,9 +118,40 @@ class ServedModel:
             return low, high
         return float(self.response.curve.prices.min()), float(self.response.curve.prices.max())
 
+    def weekly_demand(self, prices: np.ndarray) -> list[WeeklyDemand]:
+        """Expected weekly units at each price (the lineage's ``weekly_demand``), or [] without a
+        weekly response."""
+        if self.weekly is None:
+            return []
+        return weekly_demand(self.weekly["response"], prices, self.evidence_range)
+
     def recommendation(self) -> dict[str, Any]:
-        """The lineage's recommendation: the revenue-maximising list price inside the evidence
-        (the current price, flagged, when the list price never changed)."""
+        """The lineage's recommendation: from the weekly response where the record has one (inside
+        the guardrails, with its reasons), else the revenue-maximising list price per line inside
+        the evidence."""
+        if self.weekly is not None:
+            chosen = self.weekly["recommendation"]
+            price = float(chosen["recommended_price"])
+            (at,) = self.weekly_demand(np.array([price]))
+            return {
+                "basis": "weekly",
+                "unit_price": price,
+                "decision": chosen["decision"],
+                "quantity": at.units,
+                "weekly_units": at.units,
+                "weekly_units_interval": [at.units_low, at.units_high],
+                "predicted_sales": price * at.units,
+                "gain": chosen["gain"],
+                "gain_interval": chosen["gain_interval"],
+                "objective": chosen["objective"],
+                "current_price": float(chosen["current_price"]),
+                "elasticity": float(chosen["elasticity"]),
+                "elasticity_interval": chosen["elasticity_interval"],
+                "elasticity_level": chosen["elasticity_level"],
+                "inside_evidence": not at.extrapolated,
+                "reasons": list(chosen["reasons"]),
+                "flags": list(self.response.flags),
+            }
         response = self.response
         prices, demand = response.curve.prices, response.curve.demand
         at = int(np.argmin(np.abs(prices - response.recommended_price)))
@@ -127,6 +163,7 @@ class ServedModel:
             "elasticity": response.elasticity,
             "inside_evidence": True,
             "flags": list(response.flags),
+            "basis": "per_line",
         }
 
     def curve(self, prices: np.ndarray) -> DemandCurve:
@@ -164,7 +201,9 @@ class ServedModel:
             "verdicts": {name: {k: v for k, v in verdict.items() if k in ("status", "passed", "drift_detected")}
                          for name, verdict in record.verdicts.items() if isinstance(verdict, Mapping)},
             "platform": record.platform,
-            "recommended_price": self.response.recommended_price,
+            "recommended_price": self.recommendation()["unit_price"],
+            "elasticity": self.weekly["response"]["elasticity"] if self.weekly else None,
+            "elasticity_level": self.weekly["response"]["level"] if self.weekly else None,
             "flags": list(self.response.flags),
             "evidence_range": list(self.evidence_range),
         }
@@ -175,6 +214,24 @@ def _read_table(remote: Remote, files: Mapping[str, str], name: str, what: str) 
         raise LoadError(f"{what} has no {name}")
     data = remote.read(files[name], f"{what}/{name}")
     return pl.read_parquet(io.BytesIO(data))
+
+
+WEEKLY_KEYS = ("current_price", "elasticity", "elasticity_low", "elasticity_high", "level", "level_units",
+               "level_units_low", "level_units_high")
+
+
+def _weekly_response(record: Record) -> dict[str, Any] | None:
+    """The weekly response inference recorded, checked for what answering needs."""
+    weekly = (record.metrics.get("test") or {}).get("weekly_response")
+    if weekly is None:
+        return None
+    response = weekly.get("response") if isinstance(weekly, Mapping) else None
+    if not isinstance(response, Mapping) or not isinstance(weekly.get("recommendation"), Mapping):
+        raise LoadError(f"the record of {record.stockcode} {record.model_version} has a malformed weekly_response")
+    missing = [key for key in WEEKLY_KEYS if not isinstance(response.get(key), (int, float, str))]
+    if missing:
+        raise LoadError(f"the weekly_response of {record.stockcode} {record.model_version} lacks {', '.join(missing)}")
+    return dict(weekly)
 
 
 def load_model(record: Record, remote: Remote) -> ServedModel:
@@ -211,7 +268,8 @@ def load_model(record: Record, remote: Remote) -> ServedModel:
         context = raw["test"].tail(int(cfg["context_lines"]))
         response = price_response(context, evidence, model.predict, model.raw_features,
                                   n_points=int(cfg["grid_points"]), diagnostic_span=float(cfg["diagnostic_span"]))
-        served = ServedModel(record=record, model=model, context=context, evidence=evidence, response=response)
+        served = ServedModel(record=record, model=model, context=context, evidence=evidence, response=response,
+                             weekly=_weekly_response(record))
         gap = np.abs(served.curve(response.curve.prices).per_line - response.curve.per_line)
         if not (gap <= CURVE_TOLERANCE * (1 + np.abs(response.curve.per_line))).all():
             raise LoadError(f"{stockcode} {record.model_version}: the one-pass demand curve differs from "

@@ -49,7 +49,25 @@ def openapi_document(max_bins: int, max_batch: int, max_points: int, min_price: 
             "predicted_sales": {"type": "number", "description": "unit_price x quantity: revenue per line."},
             "extrapolated": {"type": "boolean",
                              "description": "Outside the list prices the product was sold at: the model's guess."},
+            "weekly_units": {"type": "number", "description": "Expected units a week at this list price: the "
+                             "product's recent weekly units x (price / current)^elasticity (models approved "
+                             "with a weekly response)."},
+            "weekly_units_low": {"type": "number", "description": "Lower end of its interval."},
+            "weekly_units_high": {"type": "number", "description": "Upper end of its interval."},
+            "weekly_revenue": {"type": "number", "description": "unit_price x weekly_units."},
         },
+    }
+    weekly = {
+        "type": ["object", "null"],
+        "description": "Where the weekly curve comes from (null for models approved before it existed).",
+        "properties": {"elasticity": {"type": "number"},
+                       "elasticity_interval": {"type": "array", "items": {"type": "number"}},
+                       "level": {"type": "string", "enum": ["catalogue", "group", "product"],
+                                 "description": "Whose list-price changes the elasticity was learned from."},
+                       "own_list_price_changes": {"type": ["integer", "null"]},
+                       "current_price": {"type": "number"},
+                       "weekly_units_at_current": {"type": "number"},
+                       "weekly_units_at_current_interval": {"type": "array", "items": {"type": "number"}}},
     }
     prediction = {
         "type": "object",
@@ -61,16 +79,33 @@ def openapi_document(max_bins: int, max_batch: int, max_points: int, min_price: 
             "model_version": {"type": "string", "description": "The approved model (md5 of its checkpoint, 12 hex)."},
             "unitprice_min": {"type": "number"}, "unitprice_max": {"type": "number"},
             "num_price_bins": {"type": "integer"},
-            "optimal_unit_price": {"type": "number", "description": "The recommended list price (inside the evidence)."},
-            "max_predicted_sales": {"type": "number", "description": "Revenue per line at the recommended price."},
+            "optimal_unit_price": {"type": "number", "description": "The recommended list price: from the weekly "
+                                   "response inside the guardrails (move at most max_move, the shop's price "
+                                   "ladder), or the current one when the gain is not clear (decision hold)."},
+            "max_predicted_sales": {"type": "number", "description": "Revenue at the recommended price: a week's "
+                                    "(weekly basis) or a line's (per_line basis, older models)."},
             "recommendation": {
                 "type": "object",
                 "required": ["unit_price", "quantity", "predicted_sales", "current_price", "flags"],
                 "properties": {"unit_price": {"type": "number"}, "quantity": {"type": "number"},
                                "predicted_sales": {"type": "number"}, "current_price": {"type": "number"},
                                "elasticity": NUMBER_OR_NULL, "inside_evidence": {"type": "boolean"},
-                               "flags": {"type": "array", "items": {"type": "string"}}},
+                               "flags": {"type": "array", "items": {"type": "string"}},
+                               "basis": {"type": "string", "enum": ["weekly", "per_line"]},
+                               "decision": {"type": "string", "enum": ["move", "hold"]},
+                               "weekly_units": {"type": "number"},
+                               "weekly_units_interval": {"type": "array", "items": {"type": "number"}},
+                               "gain": {"type": "number", "description": "Expected weekly gain of the objective "
+                                        "at the best candidate over the current price."},
+                               "gain_interval": {"type": "array", "items": {"type": "number"}},
+                               "objective": {"type": "string", "enum": ["revenue", "margin"]},
+                               "elasticity_interval": {"type": "array", "items": {"type": "number"}},
+                               "elasticity_level": {"type": "string"},
+                               "reasons": {"type": "array", "items": {"type": "string"},
+                                           "description": "What bounds the recommendation, in order: "
+                                                          "guardrail, evidence, interval."}},
             },
+            "weekly_response": {"$ref": "#/components/schemas/WeeklyResponse"},
             "flags": {"type": "array", "items": {"type": "string"},
                       "description": "e.g. insufficient_price_variation (no list-price change observed: the "
                                      "recommendation is the current price), extrapolated."},
@@ -170,7 +205,8 @@ def openapi_document(max_bins: int, max_batch: int, max_points: int, min_price: 
                        "properties": {"models": {"type": "array", "items": {"$ref": "#/components/schemas/Model"}},
                                       "failures": {"type": "array",
                                                    "items": {"$ref": "#/components/schemas/LoadFailure"}}}},
-            "Model": model, "PricePoint": point, "Prediction": prediction, "BatchItem": batch_item,
+            "Model": model, "PricePoint": point, "WeeklyResponse": weekly, "Prediction": prediction,
+            "BatchItem": batch_item,
             "BatchResponse": {"type": "object", "required": ["results"],
                               "properties": {"results": {"type": "array",
                                                          "items": {"$ref": "#/components/schemas/BatchResult"}}}},

@@ -148,6 +148,9 @@ def curve_answer(served: ServedModel, low: float, high: float, bins: int) -> dic
          "extrapolated": bool(extrapolated)}
         for price, quantity, revenue, extrapolated in zip(prices, curve.demand, curve.revenue, outside)
     ]
+    for point, weekly in zip(points, served.weekly_demand(prices)):
+        point.update(weekly_units=weekly.units, weekly_units_low=weekly.units_low,
+                     weekly_units_high=weekly.units_high, weekly_revenue=weekly.price * weekly.units)
     return {
         "stockcode": served.stockcode,
         "model_version": served.version,
@@ -162,5 +165,17 @@ def curve_answer(served: ServedModel, low: float, high: float, bins: int) -> dic
         "evidence_range": [evidence_low, evidence_high],
         "extrapolated_points": int(outside.sum()),
         "context_lines": int(served.context.height),
+        "weekly_response": weekly_summary(served),
         "prices": points,
     }
+
+
+def weekly_summary(served: ServedModel) -> dict[str, Any] | None:
+    """Where the weekly curve comes from: the elasticity, its interval and level, the level."""
+    if served.weekly is None:
+        return None
+    row = served.weekly["response"]
+    return {"elasticity": row["elasticity"], "elasticity_interval": [row["elasticity_low"], row["elasticity_high"]],
+            "level": row["level"], "own_list_price_changes": row.get("own_changes"),
+            "current_price": row["current_price"], "weekly_units_at_current": row["level_units"],
+            "weekly_units_at_current_interval": [row["level_units_low"], row["level_units_high"]]}

@@ -21,6 +21,7 @@ import yaml
 from pricing import registry
 from pricing.layout import REGISTRY_ENV, REMOTE_URL_ENV, Layout
 from pricing.portable import PORTABLE_FORMAT
+from pricing.recommend import Guardrails, recommend
 
 ROOT = Path(__file__).resolve().parents[1]
 LAYOUT = Layout()
@@ -120,10 +121,24 @@ def out(path, digest: str) -> dict:
     return {"path": str(path), "hash": "md5", "md5": digest}
 
 
+def weekly_response(current_price: float, evidenced: tuple[float, float], elasticity: float = -1.5,
+                    spread: float = 0.3, level: str = "catalogue") -> dict:
+    """What inference records as a product's weekly response, made by the lineage's own functions
+    from a catalogue row with the given elasticity (interval ± ``spread``)."""
+    row = {"stockcode": "X", "current_price": current_price, "elasticity": elasticity,
+           "elasticity_low": elasticity - spread, "elasticity_high": elasticity + spread, "level": level,
+           "own_changes": 1, "level_units": 120.0, "level_units_low": 100.0, "level_units_high": 140.0,
+           "take_ratio": 0.95}
+    ladder = [round(current_price * factor, 2) for factor in (0.85, 0.92, 0.96, 1.04, 1.08, 1.15)]
+    return {"response": row, "evidenced_range": list(evidenced),
+            "recommendation": recommend(row, ladder, Guardrails(), evidenced)}
+
+
 def publish(store: Path, remote: Path, stockcode: str = "85123A", *, slope: float = 0.2,
             decision: str = registry.APPROVED, price_weeks=((2.5, 12), (2.75, 12)),
-            now: datetime | None = None) -> registry.Record:
-    """Push one hand-made model's artifacts to ``remote`` and record ``decision`` in ``store``."""
+            now: datetime | None = None, weekly: dict | None = None) -> registry.Record:
+    """Push one hand-made model's artifacts to ``remote`` and record ``decision`` in ``store``
+    (with ``weekly`` as its recorded weekly response, if given)."""
     features, meta = sales_lines(price_weeks)
     n = features.height
     cuts = {"train": (0, int(n * 0.6)), "val": (int(n * 0.6), int(n * 0.8)), "test": (int(n * 0.8), n)}
@@ -154,7 +169,8 @@ def publish(store: Path, remote: Path, stockcode: str = "85123A", *, slope: floa
     }
     record = registry.make_record(
         stockcode=stockcode, decision=decision, model_path=str(paths["pth"]), stages=stages,
-        git={"rev": "0" * 40, "dirty": False}, metrics={"test": {"rmsle": 0.5, "mae": 3.0, "n_rows": n // 5}},
+        git={"rev": "0" * 40, "dirty": False}, metrics={"test": {"rmsle": 0.5, "mae": 3.0, "n_rows": n // 5,
+                                                            **({"weekly_response": weekly} if weekly else {})}},
         verdicts={"drift": {"status": "ok"}, "fairness": {"passed": decision == registry.APPROVED, "reasons": []}},
         reasons=[] if decision == registry.APPROVED else ["hand-made rejection"],
         platform_info={"machine": "test"}, now=now or datetime.now(timezone.utc),
