@@ -21,8 +21,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import polars as pl
+
 from pricing.errors import DataValidationError, from_section
-from pricing.price_response import weekly_demand
+from pricing.price_response import product_response, weekly_curve, weekly_demand
 
 OBJECTIVES = ("revenue", "margin")
 HOLD, MOVE = "hold", "move"
@@ -156,3 +158,20 @@ def _unconstrained_direction(elasticity: float, take: float, unit_cost: float, c
         return "up"
     optimum = unit_cost * elasticity / ((1 + elasticity) * take)
     return "up" if optimum > current else ("down" if optimum < current else None)
+
+
+def served_response(table: pl.DataFrame, price_points: pl.DataFrame, stockcode: str,
+                    evidenced: tuple[float, float] | None, rails: Guardrails, span: float, n_points: int
+                    ) -> dict[str, Any]:
+    """What a product serves: its row of the catalogue stage's ``table``, its weekly curve (with
+    the recommended price on it) and the recommendation inside ``rails``, on the shop's ladder
+    from ``price_points``."""
+    row = product_response(table, stockcode)
+    ladder = price_ladder(price_points["price"], price_points["product_weeks"], rails.ladder_min_weeks)
+    recommendation = recommend(row, ladder, rails, evidenced)
+    return {
+        "response": row,
+        "evidenced_range": list(evidenced) if evidenced else None,
+        "curve": weekly_curve(row, evidenced, span, n_points, also=[recommendation["recommended_price"]]),
+        "recommendation": recommendation,
+    }

@@ -23,8 +23,7 @@ from pricing.layout import SPLITS, Layout, load_params
 from pricing.features import LIST_PRICE
 from pricing.model import load_checkpoint, model_version
 from pricing.portable import PortableModel
-from pricing.price_response import product_response, weekly_curve
-from pricing.recommend import Guardrails, price_ladder, recommend
+from pricing.recommend import Guardrails, served_response
 from pricing.stockcodes import normalise_stockcode
 from pricing.training import file_md5, load_split, read_feature_names, seed_everything
 from pricing.transform import transform
@@ -94,21 +93,12 @@ def weekly_response(layout: Layout, stockcode: str, evidence, params) -> dict:
     for path in (layout.price_response_table, layout.price_points):
         if not path.exists():
             raise DataValidationError(f"{path} is missing: run estimate_price_response first")
-    row = product_response(pl.read_parquet(layout.price_response_table), normalise_stockcode(stockcode))
-    rails = Guardrails.from_params(params.get("recommendation"))
-    points = pl.read_parquet(layout.price_points)
-    ladder = price_ladder(points["price"], points["product_weeks"], rails.ladder_min_weeks)
     evidenced = ((min(evidence.evidenced_prices), max(evidence.evidenced_prices))
                  if evidence.evidenced_prices else None)
-    span = float(params["price_response"]["diagnostic_span"])
-    recommendation = recommend(row, ladder, rails, evidenced)
-    return {
-        "response": row,
-        "evidenced_range": list(evidenced) if evidenced else None,
-        "curve": weekly_curve(row, evidenced, span, int(params["price_response"]["grid_points"]),
-                              also=[recommendation["recommended_price"]]),
-        "recommendation": recommendation,
-    }
+    return served_response(
+        pl.read_parquet(layout.price_response_table), pl.read_parquet(layout.price_points),
+        normalise_stockcode(stockcode), evidenced, Guardrails.from_params(params.get("recommendation")),
+        float(params["price_response"]["diagnostic_span"]), int(params["price_response"]["grid_points"]))
 
 
 def main(argv: list[str]) -> None:
