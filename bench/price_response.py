@@ -12,7 +12,10 @@ with >= `--min-before-weeks` sale weeks before it; every such change of every pr
 week (as of the Sunday before) and predicts the mean weekly units of the held weeks. Error:
 |log(predicted / realised)|; per method its root mean square and median over the changes, the
 rank correlation of its implied elasticity with the realised one, and a bootstrap interval
-(changes resampled by product) of its RMS error minus the served formulation's.
+(changes resampled by product) of its RMS error minus the served formulation's. Reported twice:
+over every change, and over the moves within ×/÷ `--plausible-factor` (3): a "list price" that
+jumps from £4.95 to £649.50 and back is a mistyped price or another pack, and its error of
+several log units swamps every RMS.
 
 Every method scales the same level: the product's mean units over its last 8 sale weeks, times
 how the rest of the shop's weekly units moved from those weeks to the held ones (the season:
@@ -106,6 +109,22 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float | None:
     return float(spearmanr(a[keep], b[keep]).statistic)
 
 
+def report(table: pl.DataFrame, methods: list[str], args, title: str) -> None:
+    realised = table["realised"].to_numpy()
+    step = np.log(table["new_price"].to_numpy() / table["old_price"].to_numpy())
+    realised_elasticity = np.log(realised / table["naive_seasonal"].to_numpy()) / step
+    errors = {m: np.abs(np.log(np.maximum(table[m].to_numpy(), 1e-9) / realised)) for m in methods}
+    groups = table[PRODUCT].to_numpy()
+    print(f"\n{title}; realised elasticity median {np.median(realised_elasticity):.2f}")
+    print(f"{'method':16} {'RMS':>6} {'median':>7} {'rank corr':>9}   RMS minus served's [95 % bootstrap by product]")
+    for m in methods:
+        implied = np.log(table[m].to_numpy() / table["naive_seasonal"].to_numpy()) / step
+        rho = spearman(implied, realised_elasticity)
+        low, high = bootstrap_difference(errors[m], errors["served"], groups, args.bootstrap, args.seed)
+        print(f"{m:16} {math.sqrt(np.mean(errors[m] ** 2)):6.3f} {np.median(errors[m]):7.3f} "
+              f"{'      n/a' if rho is None else f'{rho:9.3f}'}   [{low:+.3f}, {high:+.3f}]")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--hold-weeks", type=int, default=4)
@@ -114,6 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--no-dml", action="store_true", help="skip LinearDML (the slowest method)")
     parser.add_argument("--table", type=Path, help="write every change's predictions to this CSV")
+    parser.add_argument("--plausible-factor", type=float, default=3.0,
+                        help="the second report keeps moves within this factor either way")
     args = parser.parse_args(argv)
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     served_config = ResponseConfig.from_params(params.get(SECTION))
@@ -181,21 +202,13 @@ def main(argv: list[str] | None = None) -> int:
         table.write_csv(args.table)
 
     methods = ["naive", "naive_seasonal", "loglog", *(["dml"] if dml else []), *variants]
-    realised = table["realised"].to_numpy()
-    step = np.log(table["new_price"].to_numpy() / table["old_price"].to_numpy())
-    realised_elasticity = np.log(realised / table["naive_seasonal"].to_numpy()) / step
-    errors = {m: np.abs(np.log(np.maximum(table[m].to_numpy(), 1e-9) / realised)) for m in methods}
-    groups = table[PRODUCT].to_numpy()
-    print()
-    print(f"{'method':16} {'RMS':>6} {'median':>7} {'rank corr':>9}   RMS minus served's [95 % bootstrap by product]")
-    for m in methods:
-        implied = np.log(table[m].to_numpy() / table["naive_seasonal"].to_numpy()) / step
-        rho = spearman(implied, realised_elasticity)
-        low, high = bootstrap_difference(errors[m], errors["served"], groups, args.bootstrap, args.seed)
-        print(f"{m:16} {math.sqrt(np.mean(errors[m] ** 2)):6.3f} {np.median(errors[m]):7.3f} "
-              f"{'   n/a' if rho is None else f'{rho:9.3f}'}   [{low:+.3f}, {high:+.3f}]")
+    step = np.abs(np.log(table["new_price"].to_numpy() / table["old_price"].to_numpy()))
+    report(table, methods, args, f"every lasting change ({table.height} over {table[PRODUCT].n_unique()} products)")
+    plausible = table.filter(pl.Series(step <= math.log(args.plausible_factor)))
+    report(plausible, methods, args, f"moves within x/÷{args.plausible_factor:g} ({plausible.height} over "
+           f"{plausible[PRODUCT].n_unique()} products; beyond: packs changed or a mistyped price, e.g. 4.95 -> 649.50)")
     print(f"\nloglog identified for {int(table['loglog_identified'].sum())} of {table.height} changes; "
-          f"served pooling: {served_config.pooling}; realised elasticity median {np.median(realised_elasticity):.2f}")
+          f"served pooling: {served_config.pooling}")
     return 0
 
 

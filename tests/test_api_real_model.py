@@ -33,19 +33,24 @@ def client_for(registry, remote):
 def test_serves_the_approved_model_with_the_lineages_curve(approved):
     client = client_for(approved.registry, approved.remote)
     assert client.get("/ready").json["models"] == {SC: approved.record.model_version}
-    curve = pd.read_csv(Layout(approved.root).demand_curve(SC))  # drawn by inference with torch
+    curve = pd.read_csv(Layout(approved.root).demand_curve(SC))  # the weekly curve inference drew
     # ask at the lineage's own grid: evenly spaced, from its first price to its last
     body = client.get(f"/v1/predict-price/{SC}", query_string={
         "unitprice_min": curve["price"].min(), "unitprice_max": curve["price"].max(),
         "num_price_bins": len(curve)}).json
     assert body["model_version"] == approved.record.model_version
-    served = np.interp(curve["price"], [p["unit_price"] for p in body["prices"]], [p["quantity"] for p in body["prices"]])
-    # the lineage's grid is evenly spaced (plus the current price): the same prices, the same demand
-    np.testing.assert_allclose(served, curve["demand"], rtol=1e-4)
-    # 85123A's list price never changed: the recommendation is the current price, flagged
+    prices = [p["unit_price"] for p in body["prices"]]
+    for column in ("weekly_units", "weekly_units_low", "weekly_units_high"):
+        served = np.interp(curve["price"], prices, [p[column] for p in body["prices"]])
+        np.testing.assert_allclose(served, curve[column], rtol=1e-3)  # a power curve, interpolated
+    # 85123A's list price never changed: its own data cannot tell (flagged); the weekly
+    # recommendation comes from the catalogue's elasticity, extrapolated, with its reasons
     assert body["flags"][0] == "insufficient_price_variation"
-    assert body["optimal_unit_price"] == body["recommendation"]["current_price"] == curve.loc[
-        curve["recommended"] == 1, "price"].item()
+    recommendation = body["recommendation"]
+    assert recommendation["basis"] == "weekly" and recommendation["elasticity_level"] == "catalogue"
+    assert recommendation["elasticity_interval"][1] < 0 and recommendation["reasons"]
+    assert body["optimal_unit_price"] == curve.loc[curve["recommended_revenue"].notna(), "price"].item()
+    assert (np.diff([p["weekly_units"] for p in body["prices"]]) < 0).all()
 
 
 def test_default_range_and_models_route_on_the_real_record(approved):

@@ -14,7 +14,9 @@ from pricing.demand import INSUFFICIENT_PRICE_VARIATION, judge_price_response, r
 from pricing.etl import CleaningRules, run_etl
 from pricing.features import price_feature_positions
 from pricing.layout import SPLITS, Layout, load_params
+from pricing.price_response import ResponseConfig, estimate_from_lines
 from pricing.raw_data import load_raw
+from pricing.recommend import Guardrails, served_response
 from pricing.training import load_split, read_feature_names
 from pricing.transform import transform
 from pricing.tuning import tune
@@ -130,3 +132,28 @@ def test_the_portable_numpy_forward_equals_torch_on_the_best_sellers_test_splits
         raw = test.x_raw[portable.raw_features].to_numpy(dtype=np.float64)
         gap = np.abs(portable.predict_log(portable.model_input(raw)) - model.predict_log(test.x)).max()
         assert gap < 1e-6, (stockcode, gap)
+
+
+@pytest.fixture(scope="module")
+def catalogue(project):
+    _, params, processed = project
+    return estimate_from_lines(processed, ResponseConfig.from_params(params["price_response_catalogue"]))
+
+
+@pytest.mark.parametrize("stockcode", ["85123A", "85099B"])
+def test_the_served_weekly_curve_falls_with_an_interval_and_the_recommendation_keeps_the_guardrails(
+        responses, catalogue, project, stockcode):
+    _, params, _ = project
+    evidence = responses[stockcode][2].evidence
+    evidenced = (min(evidence.evidenced_prices), max(evidence.evidenced_prices))
+    served = served_response(catalogue.table, catalogue.price_points, stockcode, evidenced,
+                             Guardrails.from_params(params["recommendation"]), 0.2, 25)
+    units = np.array([p["weekly_units"] for p in served["curve"]])
+    assert (np.diff(units) < 0).all()
+    assert all(p["weekly_units_low"] < p["weekly_units"] < p["weekly_units_high"] for p in served["curve"])
+    assert any(p["extrapolated"] for p in served["curve"]) and not all(p["extrapolated"] for p in served["curve"])
+    row, recommendation = served["response"], served["recommendation"]
+    assert row["elasticity_high"] < 0 and row["level"] in ("catalogue", "group", "product")
+    assert row["own_changes"] == (0 if stockcode == "85123A" else 1)
+    low, high = recommendation["guardrails"]["allowed"]
+    assert low <= recommendation["recommended_price"] <= high and recommendation["reasons"]
