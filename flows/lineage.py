@@ -205,10 +205,6 @@ def run_product(
     return outcome
 
 
-def _project(project: str) -> Path:
-    return Path(project).resolve() if project else dvcrepo.find_root()
-
-
 def _overrides(overrides: dict[str, Any] | list[str] | None, as_of: str | None = None) -> list[str]:
     applied = dvcrepo.override_strings(overrides)
     return applied + ([f"drift.as_of={as_of}"] if as_of else [])
@@ -246,7 +242,6 @@ def product_lineage(
 def lineage(
     stockcodes: list[str] = [],  # noqa: B006 - never mutated; Prefect's form opens an empty list (None: a type toggle)
     overrides: list[str] | dict[str, Any] = [],  # noqa: B006
-    root: str = "",
     max_concurrent: int = 0,
     as_of: str = "",
 ) -> State:
@@ -256,13 +251,27 @@ def lineage(
         stockcodes: Stock codes to run, any product of the data. Empty: `stockcodes` in params.yaml.
         overrides: params.yaml overrides for this run only, as `dvc exp run -S` takes them
             (e.g. ["tune.n_trials=10"]). The project's params.yaml is never changed.
-        root: Project directory. Empty: the deployment's working directory.
         max_concurrent: How many products run side by side. 0: orchestration.max_concurrent_products
             in params.yaml.
         as_of: Judge drift as of this date (YYYY-MM-DD). Empty: the last complete week of the data.
     """
+    return _run_lineage(dvcrepo.find_root(), stockcodes, overrides, max_concurrent, as_of)
+
+
+@flow(name="lineage")
+def lineage_at(root: str, stockcodes: list[str] = [], overrides: list[str] | dict[str, Any] = [],  # noqa: B006
+               max_concurrent: int = 0, as_of: str = "") -> State:
+    """:func:`lineage` on the project at ``root`` (the command line's ``--root``, tests, benchmarks).
+
+    Not deployed: a deployment's project is its working directory, so the UI's form has no
+    directory to fill in.
+    """
+    return _run_lineage(Path(root).resolve(), stockcodes, overrides, max_concurrent, as_of)
+
+
+def _run_lineage(project: Path, stockcodes: list[str], overrides: list[str] | dict[str, Any], max_concurrent: int,
+                 as_of: str) -> State:
     logger = get_run_logger()
-    project = _project(root)
     configured = [str(sc) for sc in load_params(project).get("stockcodes") or []]
     chosen = list(dict.fromkeys(str(sc) for sc in (stockcodes or configured)))
     applied = _overrides(overrides, as_of or None)
@@ -296,8 +305,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", default=None, help="project directory (default: around the cwd)")
     parser.add_argument("-j", "--max-concurrent", type=int, default=None, help="products run side by side")
     args = parser.parse_args(argv)
-    state = lineage(stockcodes=args.stockcodes or [], overrides=args.overrides, root=args.root or "",
-                    max_concurrent=args.max_concurrent or 0, return_state=True)
+    state = lineage_at(root=args.root or str(dvcrepo.find_root()), stockcodes=args.stockcodes or [],
+                       overrides=args.overrides, max_concurrent=args.max_concurrent or 0, return_state=True)
     data = state.result(raise_on_failure=False)
     outcomes = data.get("outcomes", []) if isinstance(data, dict) else []
     print()

@@ -66,7 +66,7 @@ def test_deployments_are_registered_with_schedule_and_described_parameters(deplo
     assert properties["as_of"]["default"] == "" and properties["max_concurrent"]["default"] == 0
     backfill_overrides = backfill.parameter_openapi_schema["properties"]["overrides"]
     assert backfill_overrides["type"] == "array" and backfill_overrides["default"] == []
-    assert "project" not in product.parameter_openapi_schema["properties"]
+    assert "root" not in properties and "project" not in product.parameter_openapi_schema["properties"]
 
 
 def _backfill(stack, stockcodes, overrides=TINY):

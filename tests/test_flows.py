@@ -26,7 +26,7 @@ from prefect.settings import (  # noqa: E402
 from prefect.testing.utilities import prefect_test_harness  # noqa: E402
 
 from flows.artifacts import artifact_key  # noqa: E402
-from flows.lineage import lineage  # noqa: E402
+from flows.lineage import lineage_at  # noqa: E402
 from pricing import registry  # noqa: E402
 from pricing.layout import Layout  # noqa: E402
 from tasks import dvcrepo  # noqa: E402
@@ -58,7 +58,7 @@ def workspaces(root):
 
 
 def run_flow(root, **kwargs):
-    state = lineage(root=str(root), return_state=True, **kwargs)
+    state = lineage_at(root=str(root), return_state=True, **kwargs)
     return state, state.result(raise_on_failure=False)
 
 
