@@ -117,7 +117,9 @@ def count_outcomes(outcomes: list[str]) -> str:
 
 
 def refuse(message: str) -> State:
-    """An expected refusal: one line in the log and the state, no traceback."""
+    """An expected refusal: one line in the log and the state, returned rather than raised (a
+    raised error adds its traceback; Prefect's engine still logs its own `FailedRun` for any
+    failed run a worker starts)."""
     get_run_logger().error(message)
     return Failed(message=message)
 
