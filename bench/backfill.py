@@ -75,7 +75,7 @@ def throughput(count: int) -> None:
 def overhead(repeat: int) -> None:
     from prefect.testing.utilities import prefect_test_harness
 
-    from flows.lineage import lineage
+    from flows.lineage import lineage_at
     from pricing import registry
     from toy_project import make_toy_project, registry_dir
 
@@ -86,7 +86,7 @@ def overhead(repeat: int) -> None:
             root = make_toy_project(base / "toy")
             store = registry.RegistryStore(registry_dir(root))
             template = None
-            lineage(root=str(root), stockcodes=["22423"], overrides=["tune.n_trials=2"], return_state=True)
+            lineage_at(root=str(root), stockcodes=["22423"], overrides=["tune.n_trials=2"], return_state=True)
             template = registry.latest(store, "22423")
             for i in range(products - 1):
                 for _ in range(5):
@@ -94,7 +94,7 @@ def overhead(repeat: int) -> None:
             times = []
             for n in range(repeat):  # a new candidate each time: every stage and the decision run
                 started = time.perf_counter()
-                state = lineage(root=str(root), stockcodes=["22423"], overrides=[f"tune.n_trials={3 + n}"],
+                state = lineage_at(root=str(root), stockcodes=["22423"], overrides=[f"tune.n_trials={3 + n}"],
                                 return_state=True)
                 times.append(time.perf_counter() - started)
                 assert state.is_completed(), state.message

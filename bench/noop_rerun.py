@@ -55,16 +55,16 @@ def main() -> int:
         subprocess.run([sys.executable, "-m", "flows.lineage", "--root", str(root)], cwd=ROOT, env=env,
                        check=True, capture_output=True)
 
-    from flows.lineage import lineage
+    from flows.lineage import lineage_at
 
-    startup = timed(lambda: lineage(root=str(root), return_state=True))  # warm-up: runs what is stale
+    startup = timed(lambda: lineage_at(root=str(root), return_state=True))  # warm-up: runs what is stale
     print(f"project: {root}\nwarm-up run (API start-up + whatever was stale): {startup:.2f} s")
 
     status_times = [timed(dvc_status) for _ in range(args.repeat)]
     flow_times, cached = [], True
     for _ in range(args.repeat):
         start = time.perf_counter()
-        state = lineage(root=str(root), return_state=True)
+        state = lineage_at(root=str(root), return_state=True)
         flow_times.append(time.perf_counter() - start)
         for outcome in state.result()["outcomes"]:
             cached = cached and set(outcome["stages"].values()) == {"cached"}

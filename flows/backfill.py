@@ -4,7 +4,8 @@ Each product runs as its own flow run — on a process worker locally, as its ow
 production — so products fan out as far as the work pool and the deployment's concurrency
 limit allow. Each run's idempotency key holds the revision, the stockcode, the overrides and
 ``as_of``: the same backfill again starts nothing (the server hands back the runs it already
-has), a changed one runs. Ends with a per-stockcode summary table artifact.
+has), a changed one runs. Ends with a per-stockcode summary table artifact, and a message that
+counts what the product runs decided.
 """
 from __future__ import annotations
 
@@ -18,12 +19,20 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 from prefect.deployments import run_deployment
 from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import (
+    DeploymentFilter,
+    DeploymentFilterName,
+    FlowRunFilter,
+    FlowRunFilterIdempotencyKey,
+)
 from prefect.states import Completed, Failed, State
 
+from flows.lineage import FAILED, OUTCOMES
 from pricing import registry
-from pricing.catalogue import normalise_stockcode, product_line_counts, unknown_stockcodes
+from pricing.catalogue import normalise_stockcode, product_line_counts, raw_stockcodes, unknown_stockcodes
 from pricing.errors import DataValidationError
-from pricing.layout import Layout, registry_location
+from pricing.layout import Layout, load_params, registry_location
+from pricing.raw_data import load_raw
 from tasks import dvcrepo, workspace
 from tasks.stage_task import run_stage
 from tasks.stages import ETL, stage_id
@@ -70,11 +79,56 @@ def catalogue(project: Path, revision: dict[str, Any], probe: str) -> dict[str, 
         workspace.remove(ws)
 
 
+def not_in_raw_data(project: Path, requested: list[str]) -> list[str]:
+    """The stockcodes the raw data has no line of at all: refused before a workspace or the ETL.
+
+    A stockcode the ETL drops (a non-product code) passes here and is refused after the ETL.
+    Raw data this cannot read leaves the question to the ETL, which says what is wrong with it.
+    """
+    data = load_params(project).get("data") or {}
+    try:  # read as the ETL stage reads it
+        known = raw_stockcodes(load_raw(project / data["input_path"], data["csv_datetime_format"]))
+    except (DataValidationError, KeyError):
+        return []
+    return unknown_stockcodes(requested, known)
+
+
+def existing_runs(keys: list[str], deployment: str) -> set[Any]:
+    """Ids of the flow runs of ``deployment`` that already hold one of these idempotency keys."""
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(idempotency_key=FlowRunFilterIdempotencyKey(any_=keys)),
+            deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=[deployment.split("/")[-1]])),
+        )
+    return {run.id for run in runs}
+
+
+def outcome_of(state: State | None) -> str:
+    """What a product run decided: its final state's name (see ``product_lineage``), else failed."""
+    if state is not None and state.is_completed() and state.name in OUTCOMES:
+        return state.name
+    return FAILED
+
+
+def count_outcomes(outcomes: list[str]) -> str:
+    """``3 products: 1 approved, 1 rejected, 1 insufficient_data, 0 drift, 0 failed``."""
+    counts = ", ".join(f"{outcomes.count(name)} {name}" for name in OUTCOMES)
+    return f"{len(outcomes)} product{'s' if len(outcomes) != 1 else ''}: {counts}"
+
+
+def refuse(message: str) -> State:
+    """An expected refusal: one line in the log and the state, returned rather than raised (a
+    raised error adds its traceback; Prefect's engine still logs its own `FailedRun` for any
+    failed run a worker starts)."""
+    get_run_logger().error(message)
+    return Failed(message=message)
+
+
 @flow(name="backfill")
 def backfill(
     stockcodes: list[str],
-    as_of: str | None = None,
-    overrides: list[str] | None = None,
+    as_of: str = "",
+    overrides: list[str] = [],  # noqa: B006 - never mutated; Prefect's form opens an empty list (None: a type toggle)
     deployment: str = PRODUCT_DEPLOYMENT,
     timeout_seconds: float = 6 * 3600,
 ) -> State:
@@ -94,52 +148,71 @@ def backfill(
     project = dvcrepo.find_root()
     requested = list(dict.fromkeys(str(code) for code in stockcodes))
     if not requested:
-        raise DataValidationError("backfill needs at least one stockcode")
+        return refuse("backfill needs at least one stockcode (nothing was started)")
+
+    def unknown_refused(unknown: list[str]) -> State:
+        return refuse(f"{len(unknown)} of {len(requested)} stockcodes are not in the data: {', '.join(unknown)} "
+                      "(nothing was started)")
+
+    unknown = not_in_raw_data(project, requested)
+    if unknown:
+        return unknown_refused(unknown)
     revision = workspace.source_revision(project)
     if revision["dirty"]:
         logger.warning("the checkout has uncommitted changes: the runs use a snapshot of them (%s)",
                        revision["commit"][:12])
-    counts = catalogue(project, revision, normalise_stockcode(requested[0]))
+    try:
+        counts = catalogue(project, revision, normalise_stockcode(requested[0]))
+    except DataValidationError as error:
+        return refuse(str(error))
     unknown = unknown_stockcodes(requested, counts)
     if unknown:
-        raise DataValidationError(
-            f"{len(unknown)} of {len(requested)} stockcodes are not in the data: {', '.join(unknown)} "
-            "(nothing was started)"
-        )
+        return unknown_refused(unknown)
     codes = [normalise_stockcode(code) for code in requested]
-    applied = list(overrides or [])
+    applied = list(overrides)
+    keys = {code: idempotency_key(revision["commit"], code, applied, as_of or None) for code in codes}
+    already = existing_runs(list(keys.values()), deployment)
     runs = {}
     for code in codes:
         run = run_deployment(
             deployment,
             parameters={"stockcode": code, "overrides": applied, "as_of": as_of, "revision": revision["commit"]},
             flow_run_name=f"backfill-{code}-{revision['commit'][:8]}",
-            idempotency_key=idempotency_key(revision["commit"], code, applied, as_of),
+            idempotency_key=keys[code],
             timeout=0,
             tags=["backfill"],
             as_subflow=False,
         )
         runs[code] = run
-        logger.info("%s: flow run %s (%s)", code, run.name, run.state.name if run.state else "scheduled")
+        how = "already ran" if run.id in already else "started"
+        logger.info("%s: flow run %s %s (%s)", code, run.name, how, run.state.name if run.state else "scheduled")
     finished_runs = wait_for_runs([run.id for run in runs.values()], timeout_seconds)
     rows = []
     store = registry.RegistryStore(registry_location(project))
     for code, run in runs.items():
         finished = finished_runs[run.id]
         state = finished.state
-        last = registry.latest(store, code)
+        outcome = outcome_of(state)
+        last = registry.latest(store, code) if outcome in registry.DECISIONS else None
         rows.append({
             "stockcode": code,
             "lines": counts.get(code, 0),
             "flow_run": finished.name,
+            "outcome": outcome,
             "state": state.name if state else "unknown",
-            "decision": last.decision if last else "none",
             "model_version": last.model_version if last and last.model_path else "",
             "message": (state.message or "") if state else "",
         })
     create_table_artifact(rows, key="backfill-summary", description=f"Backfill of {len(rows)} stockcodes")
-    failed = [row["stockcode"] for row in rows if row["state"] != "Completed"]
-    message = f"{len(rows) - len(failed)} of {len(rows)} product runs completed" + (
-        f"; not completed: {', '.join(failed)}" if failed else "")
-    summary = {"rows": rows, "revision": revision}
+    message = count_outcomes([row["outcome"] for row in rows])
+    failed = [f"{row['stockcode']} ({row['state']})" for row in rows if row["outcome"] == FAILED]
+    if failed:
+        message += f"; failed: {', '.join(failed)}"
+    repeated = [code for code, run in runs.items() if run.id in already]
+    if len(repeated) == len(runs):
+        message = f"already ran, nothing started: {message}"
+    elif repeated:
+        message = f"{len(runs) - len(repeated)} started, {len(repeated)} already ran ({', '.join(repeated)}): {message}"
+    logger.info(message)
+    summary = {"rows": rows, "revision": revision, "already_ran": repeated}
     return Failed(message=message, data=summary) if failed else Completed(message=message, data=summary)

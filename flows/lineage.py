@@ -44,6 +44,10 @@ from tasks.stage_task import run_stage
 from tasks.stages import CATALOGUE, DRIFT, INFERENCE, PREPROCESS, RISK, TUNE, lineage_stages, stage_id
 
 TRAINING = (PREPROCESS, TUNE, INFERENCE, RISK)
+DRIFT_STOPPED = "drift"
+FAILED = "failed"
+# What a product's run can end in; `lineage-product` runs end in a state of that name.
+OUTCOMES = (registry.APPROVED, registry.REJECTED, registry.INSUFFICIENT_DATA, DRIFT_STOPPED, FAILED)
 DEFAULT_WAIT_SECONDS = 1800
 DEFAULT_MIN_LINES = 100
 DEFAULT_CONCURRENCY = 2
@@ -78,7 +82,7 @@ def _stages_in(ws: workspace.Workspace, store: registry.RegistryStore, overrides
 
     def failed(message: str, **extra: Any) -> dict[str, Any]:
         logger.error(message)
-        return _outcome(stockcode, "failed", message, **common, **extra)
+        return _outcome(stockcode, FAILED, message, **common, **extra)
 
     for name in CATALOGUE:  # once per data version: a product run finds them cached by DVC hash
         state = run_stage(name, root)
@@ -120,7 +124,7 @@ def _stages_in(ws: workspace.Workspace, store: registry.RegistryStore, overrides
                 columns = ", ".join(verdict["drifted_columns"]) or "see the drift report"
                 message = f"{stockcode}: data drift detected ({columns}) — no training, {_keep(served_version)}"
                 logger.warning(message)
-                return _outcome(stockcode, "drift", message, **common, drift=verdict)
+                return _outcome(stockcode, DRIFT_STOPPED, message, **common, drift=verdict)
             if gate.status != STATUS_OK:
                 logger.warning("%s: %s", stockcode, gate.reason)
 
@@ -143,7 +147,7 @@ def _stages_in(ws: workspace.Workspace, store: registry.RegistryStore, overrides
         reasons = "; ".join(fairness["reasons"]) or "risk check failed"
         message = f"{stockcode}: candidate {version} rejected ({reasons}) — {_keep(served_version)}"
         logger.warning(message)
-        return _outcome(stockcode, "rejected", message, **common, **detail, version=version)
+        return _outcome(stockcode, registry.REJECTED, message, **common, **detail, version=version)
 
     if not gate.approvable:
         return insufficient(f"candidate not approved: {gate.reason}", lineage_stages(stockcode), metrics, drift,
@@ -155,7 +159,7 @@ def _stages_in(ws: workspace.Workspace, store: registry.RegistryStore, overrides
     how = "approved and pushed to the DVC remote" if approved["new"] else "already approved (unchanged)"
     message = f"{stockcode}: model {version} {how}"
     logger.info(message)
-    return _outcome(stockcode, "approved", message, **common, **detail, version=version, new=approved["new"])
+    return _outcome(stockcode, registry.APPROVED, message, **common, **detail, version=version, new=approved["new"])
 
 
 def run_product(
@@ -170,7 +174,7 @@ def run_product(
         stockcode = registry.check_stockcode(normalise_stockcode(stockcode))
         store = registry.RegistryStore(registry_location(project))
     except Exception as error:  # noqa: BLE001 - a bad stockcode or store is this product's outcome
-        return _outcome(str(stockcode), "failed", f"{stockcode}: {error}", overrides=overrides, stages={})
+        return _outcome(str(stockcode), FAILED, f"{stockcode}: {error}", overrides=overrides, stages={})
     ws = None
     try:
         with stockcode_lock(stockcode, wait, workspaces_dir(project) / "locks"):
@@ -180,31 +184,27 @@ def run_product(
             ws = workspace.create(project, stockcode, overrides, source=revision, seed=seed)
             logger.info("%s: workspace %s at %s", stockcode, ws.path, ws.source["commit"][:12])
             outcome = _stages_in(ws, store, overrides, served)
-            if outcome["status"] != "failed":
+            if outcome["status"] != FAILED:
                 try:
                     outcome["landed"] = workspace.land(ws)
                 except Exception as error:  # noqa: BLE001 - the decision stands; say what did not land
-                    outcome["status"], outcome["message"] = "failed", (
+                    outcome["status"], outcome["message"] = FAILED, (
                         f"{outcome['message']}; but its lineage did not land in {project}: {error}")
     except StockcodeBusyError as error:
-        outcome = _outcome(stockcode, "failed", str(error), overrides=overrides, stages={})
+        outcome = _outcome(stockcode, FAILED, str(error), overrides=overrides, stages={})
     except Exception as error:  # noqa: BLE001
-        outcome = _outcome(stockcode, "failed", f"{stockcode}: {type(error).__name__}: {error}",
+        outcome = _outcome(stockcode, FAILED, f"{stockcode}: {type(error).__name__}: {error}",
                            overrides=overrides, stages={})
     if ws is not None:
-        if outcome["status"] == "failed":
+        if outcome["status"] == FAILED:
             outcome["workspace"] = str(ws.path)
             outcome["message"] += f" (workspace kept: {ws.path})"
         else:
             workspace.remove(ws)
-    artifacts.publish_stockcode(ws.path if ws and outcome["status"] == "failed" else project, outcome)
-    if outcome["status"] == "failed":
+    artifacts.publish_stockcode(ws.path if ws and outcome["status"] == FAILED else project, outcome)
+    if outcome["status"] == FAILED:
         logger.error(outcome["message"])
     return outcome
-
-
-def _project(project: str | None) -> Path:
-    return Path(project).resolve() if project else dvcrepo.find_root()
 
 
 def _overrides(overrides: dict[str, Any] | list[str] | None, as_of: str | None = None) -> list[str]:
@@ -215,10 +215,9 @@ def _overrides(overrides: dict[str, Any] | list[str] | None, as_of: str | None =
 @flow(name="lineage-product")
 def product_lineage(
     stockcode: str,
-    overrides: list[str] | None = None,
-    as_of: str | None = None,
-    revision: str | None = None,
-    project: str | None = None,
+    overrides: list[str] = [],  # noqa: B006 - never mutated; Prefect's form opens an empty list (None: a type toggle)
+    as_of: str = "",
+    revision: str = "",
 ) -> State:
     """The lineage of one product, in a workspace of its own: ETL, drift gate, training, risk gate, decision.
 
@@ -231,23 +230,23 @@ def product_lineage(
             all the data.
         revision: Git commit of the project to run. Empty: the checkout's HEAD and its
             uncommitted changes.
-        project: Project directory. Empty: the deployment's working directory.
     """
-    root = _project(project)
+    root = dvcrepo.find_root()  # the deployment's working directory: a project of its own
     source = {"rev": revision, "commit": revision, "dirty": False} if revision else None
-    outcome = run_product(root, stockcode, _overrides(overrides, as_of), source)
-    if outcome["status"] == "failed":
+    outcome = run_product(root, stockcode, _overrides(overrides, as_of or None), source)
+    if outcome["status"] == FAILED:
         return Failed(message=outcome["message"], data=outcome)
-    return Completed(message=outcome["message"], data=outcome)
+    # Named after the outcome (a Completed state all the same): the UI's run list and the
+    # backfill read the decision from it.
+    return Completed(message=outcome["message"], data=outcome, name=outcome["status"])
 
 
 @flow(name="lineage")
 def lineage(
-    stockcodes: list[str] | None = None,
-    overrides: dict[str, Any] | list[str] | None = None,
-    root: str | None = None,
-    max_concurrent: int | None = None,
-    as_of: str | None = None,
+    stockcodes: list[str] = [],  # noqa: B006 - never mutated; Prefect's form opens an empty list (None: a type toggle)
+    overrides: list[str] | dict[str, Any] = [],  # noqa: B006
+    max_concurrent: int = 0,
+    as_of: str = "",
 ) -> State:
     """Run the lineage of each product, each in its own workspace, several at once.
 
@@ -255,21 +254,35 @@ def lineage(
         stockcodes: Stock codes to run, any product of the data. Empty: `stockcodes` in params.yaml.
         overrides: params.yaml overrides for this run only, as `dvc exp run -S` takes them
             (e.g. ["tune.n_trials=10"]). The project's params.yaml is never changed.
-        root: Project directory. Empty: the deployment's working directory.
-        max_concurrent: How many products run side by side. Empty:
-            orchestration.max_concurrent_products in params.yaml.
+        max_concurrent: How many products run side by side. 0: orchestration.max_concurrent_products
+            in params.yaml.
         as_of: Run as of this date (YYYY-MM-DD): every stage sees only the lines on or before it.
             Empty: all the data.
     """
+    return _run_lineage(dvcrepo.find_root(), stockcodes, overrides, max_concurrent, as_of)
+
+
+@flow(name="lineage")
+def lineage_at(root: str, stockcodes: list[str] = [], overrides: list[str] | dict[str, Any] = [],  # noqa: B006
+               max_concurrent: int = 0, as_of: str = "") -> State:
+    """:func:`lineage` on the project at ``root`` (the command line's ``--root``, tests, benchmarks).
+
+    Not deployed: a deployment's project is its working directory, so the UI's form has no
+    directory to fill in.
+    """
+    return _run_lineage(Path(root).resolve(), stockcodes, overrides, max_concurrent, as_of)
+
+
+def _run_lineage(project: Path, stockcodes: list[str], overrides: list[str] | dict[str, Any], max_concurrent: int,
+                 as_of: str) -> State:
     logger = get_run_logger()
-    project = _project(root)
     configured = [str(sc) for sc in load_params(project).get("stockcodes") or []]
     chosen = list(dict.fromkeys(str(sc) for sc in (stockcodes or configured)))
-    applied = _overrides(overrides, as_of)
+    applied = _overrides(overrides, as_of or None)
     if applied:
         logger.info("params overridden for this run: %s", " ".join(applied))
-    if max_concurrent is not None and max_concurrent < 1:
-        raise DataValidationError(f"max_concurrent must be at least 1, got {max_concurrent}")
+    if max_concurrent < 0:
+        raise DataValidationError(f"max_concurrent must be at least 1 (0: from params.yaml), got {max_concurrent}")
     # One revision for every product of the run, whatever the checkout does meanwhile.
     revision = workspace.source_revision(project)
     limit = max_concurrent or int(orchestration_params(project).get("max_concurrent_products", DEFAULT_CONCURRENCY))
@@ -281,7 +294,7 @@ def lineage(
     artifacts.publish_run(outcomes)
     message = "; ".join(outcome["message"] for outcome in outcomes)
     summary = {"outcomes": outcomes, "overrides": applied, "revision": revision}
-    if any(outcome["status"] == "failed" for outcome in outcomes):
+    if any(outcome["status"] == FAILED for outcome in outcomes):
         return Failed(message=message, data=summary)
     return Completed(message=message, data=summary)
 
@@ -296,8 +309,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", default=None, help="project directory (default: around the cwd)")
     parser.add_argument("-j", "--max-concurrent", type=int, default=None, help="products run side by side")
     args = parser.parse_args(argv)
-    state = lineage(stockcodes=args.stockcodes, overrides=args.overrides or None, root=args.root,
-                    max_concurrent=args.max_concurrent, return_state=True)
+    state = lineage_at(root=args.root or str(dvcrepo.find_root()), stockcodes=args.stockcodes or [],
+                       overrides=args.overrides, max_concurrent=args.max_concurrent or 0, return_state=True)
     data = state.result(raise_on_failure=False)
     outcomes = data.get("outcomes", []) if isinstance(data, dict) else []
     print()

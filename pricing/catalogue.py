@@ -1,7 +1,7 @@
 """The products of the data set: which stockcodes exist, and how many lines each has."""
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from pathlib import Path
 
 import polars as pl
@@ -21,6 +21,11 @@ def product_line_counts(processed_df: Path) -> dict[str, int]:
     return dict(zip(counts.get_column(PRODUCT).to_list(), counts.get_column("len").to_list()))
 
 
-def unknown_stockcodes(requested: Iterable[str], counts: dict[str, int]) -> list[str]:
-    """The requested stockcodes the data has no line of (as the user spelled them)."""
-    return [code for code in requested if normalise_stockcode(code) not in counts]
+def raw_stockcodes(raw: pl.DataFrame) -> set[str]:
+    """Every stockcode of the raw data, as the ETL spells them (before it drops any line)."""
+    return set(raw.select(normalise_stockcodes(pl.col(PRODUCT)).unique()).to_series().to_list())
+
+
+def unknown_stockcodes(requested: Iterable[str], known: Collection[str]) -> list[str]:
+    """The requested stockcodes not among ``known`` (as the user spelled them)."""
+    return [code for code in requested if normalise_stockcode(code) not in known]

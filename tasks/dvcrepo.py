@@ -110,6 +110,34 @@ def dvc_error_lines(lines: Sequence[str]) -> list[str]:
     return [line for line in lines if line.startswith(DVC_ERROR_PREFIX)]
 
 
+# What `dvc repro` prints just before it starts a stage's command; a stage that is up to date
+# prints "didn't change, skipping" instead (and DVC keeps no run cache for persist outputs).
+_RUNNING_STAGE = "Running stage '{address}':"
+
+
+@dataclass
+class ReproRun(DvcRun):
+    command_ran: bool = False
+
+
+def repro_stage(address: str, root: Path, echo: Callable[[str], None] | None = None) -> ReproRun:
+    """``dvc repro --no-commit --single-item <address>``, and whether the stage's command ran.
+
+    Watched line by line as it streams: a long stage's output can push the line out of the tail.
+    """
+    running = _RUNNING_STAGE.format(address=address)
+    seen: list[str] = []
+
+    def watch(line: str) -> None:
+        if line.strip() == running:
+            seen.append(line)
+        if echo:
+            echo(line)
+
+    run = run_dvc(["repro", "--no-commit", "--single-item", address], root, echo=watch)
+    return ReproRun(run.args, run.returncode, run.tail, command_ran=bool(seen))
+
+
 def classify_failure(address: str, run: DvcRun) -> StageError:
     """Turn a failed dvc run into the error orchestration acts on (retry or stop)."""
     output = run.output
@@ -231,6 +259,24 @@ def fingerprint(root: Path, address: str) -> Fingerprint:
     inputs = {"version": CACHE_VERSION, "stage": address, "cmd": stage.cmd, "deps": deps, "params": params}
     digest = hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()
     return Fingerprint(address, f"dvc-stage-{digest}", in_sync, inputs)
+
+
+def unprotect_if_changed(root: Path, address: str) -> list[str]:
+    """The outputs a `dvc repro` about to run this stage's command must rewrite (none if the
+    stage is up to date), each made a plain file of its own first.
+
+    ``persist: true`` outputs are not removed before the command: DVC unprotects them (a cache
+    link becomes a copy, with a new inode and mtime) just before it starts. Done here, by the
+    same DVC call, it leaves DVC nothing to change, so an output's inode and mtime then change
+    only if the command writes it.
+    """
+    stage = _parsed_stage(root, address)
+    with stage.repo.lock:
+        if not stage.changed():
+            return []
+        for out in stage.outs:
+            out.unprotect()
+    return [out.def_path for out in stage.outs]
 
 
 @dataclass(frozen=True)

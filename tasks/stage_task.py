@@ -2,9 +2,11 @@
 
 - **Single stage**: ``--single-item`` runs exactly the stage asked for; the flow orders the
   stages, so an upstream change never re-runs behind the flow's back.
-- **Nothing half-committed**: outputs go to the DVC cache only after they are present and
-  their metrics parse (with the keys the flow branches on). ``--no-commit`` still writes
-  ``dvc.lock``, so a failed check puts the stage's previous lock entry back.
+- **Nothing half-committed**: outputs go to the DVC cache only after they are present, their
+  metrics parse (with the keys the flow branches on) and, when the command ran, it wrote every
+  one of them (``persist: true`` keeps the previous run's in place: see :func:`not_rewritten`).
+  ``--no-commit`` still writes ``dvc.lock``, so a failed check puts the stage's previous lock
+  entry back.
 - **Retries** with exponential backoff and jitter, only for transient faults (a busy DVC
   lock, a remote time-out); a data-validation error fails at once with its message.
 - **Cache across runs** keyed on what DVC hashes for the stage — cmd, deps' hashes, params'
@@ -91,6 +93,37 @@ def check_outputs(root: Path, address: str) -> dict[str, Any]:
     return {"headline": headline, "metrics": metrics}
 
 
+FileIdentity = tuple[int, int]  # inode, mtime (ns): what writing or replacing a file changes
+
+
+def file_identities(path: Path) -> dict[str, FileIdentity]:
+    """A file's identity, or each file's under a folder (by path inside it); nothing if absent."""
+    if path.is_dir():
+        files = {file.relative_to(path).as_posix(): file for file in path.rglob("*") if file.is_file()}
+    elif path.exists():
+        files = {"": path}
+    else:
+        return {}
+    identities = {}
+    for name, file in files.items():
+        status = file.stat()
+        identities[name] = (status.st_ino, status.st_mtime_ns)
+    return identities
+
+
+def not_rewritten(root: Path, before: dict[str, dict[str, FileIdentity]]) -> list[str]:
+    """The outputs still holding a file the command did not write: the previous run's, stale."""
+    stale = []
+    for out, files in before.items():
+        now = file_identities(root / out)
+        kept = sorted(name for name, identity in files.items() if now.get(name) == identity)
+        if kept == [""]:
+            stale.append(out)
+        elif kept:
+            stale.append(f"{out} ({', '.join(kept)})")
+    return stale
+
+
 def run_logger() -> logging.Logger | logging.LoggerAdapter:
     """Prefect's run logger inside a run; a plain logger when called directly (``task.fn``)."""
     try:
@@ -104,11 +137,17 @@ def _run(name: str, root: str, stockcode: str | None = None) -> dict[str, Any]:
     project = Path(root)
     address = stage_id(name, stockcode)
     before = dvcrepo.lock_entry(project, address)
-    repro = dvcrepo.run_dvc(["repro", "--no-commit", "--single-item", address], project, echo=logger.info)
+    previous_outputs = {out: file_identities(project / out) for out in dvcrepo.unprotect_if_changed(project, address)}
+    repro = dvcrepo.repro_stage(address, project, echo=logger.info)
     if repro.returncode != 0:  # dvc leaves dvc.lock alone when the command fails
         raise dvcrepo.classify_failure(address, repro)
     try:
         checked = check_outputs(project, address)
+        stale = not_rewritten(project, previous_outputs) if repro.command_ran else []
+        if stale:
+            raise StageOutputError(address, f"output {'; '.join(stale)} was not rewritten by this run: the command "
+                                            "exited 0 and left the previous run's (outputs are persist: true), "
+                                            "which would be committed as this run's")
     except StageOutputError:
         dvcrepo.restore_lock_entry(project, address, before)
         raise

@@ -58,6 +58,15 @@ def test_deployments_are_registered_with_schedule_and_described_parameters(deplo
             assert backfill.parameter_openapi_schema["properties"]["stockcodes"]["description"]
             product = prefect.read_deployment_by_name("lineage-product/lineage-product")
             assert product.work_pool_name == local_stack.DEFAULT_POOL
+    # The custom-run forms open on values to fill in, not on None with a type toggle.
+    for deployment in (manual, backfill, product):
+        for name, spec in deployment.parameter_openapi_schema["properties"].items():
+            assert {"type": "null"} not in spec.get("anyOf", []), f"{deployment.name}.{name}: {spec}"
+    assert properties["stockcodes"]["default"] == [] and properties["overrides"]["default"] == []
+    assert properties["as_of"]["default"] == "" and properties["max_concurrent"]["default"] == 0
+    backfill_overrides = backfill.parameter_openapi_schema["properties"]["overrides"]
+    assert backfill_overrides["type"] == "array" and backfill_overrides["default"] == []
+    assert "root" not in properties and "project" not in product.parameter_openapi_schema["properties"]
 
 
 def _backfill(stack, stockcodes, overrides=TINY):
@@ -78,10 +87,23 @@ def _backfill(stack, stockcodes, overrides=TINY):
     return flow_run, runs
 
 
+def decisions_counted(runs) -> str:
+    """The backfill's message as the product runs' own final states have it."""
+    names = [run.state.name for run in runs]
+    counts = ", ".join(f"{names.count(outcome)} {outcome}"
+                       for outcome in ("approved", "rejected", "insufficient_data", "drift", "failed"))
+    return f"{len(names)} products: {counts}"
+
+
 def test_backfill_runs_any_products_side_by_side_and_records_each_whole(deployed):
     stack, project, store = deployed["stack"], deployed["project"], deployed["store"]
     flow_run, runs = _backfill(stack, BACKFILLED)
     assert flow_run.state.is_completed(), flow_run.state.message
+    # Each product run ends in a state named after its decision, and the backfill counts them.
+    for run in runs:
+        assert run.state.is_completed() and run.state.name == registry.latest(
+            store, run.parameters["stockcode"]).decision, (run.name, run.state)
+    assert flow_run.state.message == decisions_counted(runs)
     assert sorted(run.name.split("-")[1] for run in runs) == sorted(BACKFILLED)
     assert all(run.name.startswith(f"backfill-{run.parameters['stockcode']}-") for run in runs)
     for code in BACKFILLED:
@@ -101,6 +123,7 @@ def test_backfill_runs_any_products_side_by_side_and_records_each_whole(deployed
     again, runs_again = _backfill(stack, BACKFILLED)
     assert again.state.is_completed(), again.state.message
     assert sorted(run.id for run in runs_again) == sorted(run.id for run in runs)  # nothing new started
+    assert again.state.message == f"already ran, nothing started: {decisions_counted(runs)}"
     assert {code: len(registry.history(store, code)) for code in BACKFILLED} == decisions
 
 
@@ -120,8 +143,26 @@ def test_a_manual_run_as_the_ui_starts_it(deployed):
 
 
 def test_backfill_refuses_unknown_stockcodes_and_starts_nothing(deployed):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
     _, before = _backfill(deployed["stack"], [])
     flow_run, after = _backfill(deployed["stack"], ["85123A", "NOSUCH1", "ALSO-NOT"])
     assert flow_run.state.is_failed()
-    assert "NOSUCH1, ALSO-NOT" in flow_run.state.message and "nothing was started" in flow_run.state.message
+    assert flow_run.state.message == "2 of 3 stockcodes are not in the data: NOSUCH1, ALSO-NOT (nothing was started)"
     assert len(after) == len(before)
+    # Refused in seconds (on main: ~40 s, an ETL in a workspace first) and without a traceback.
+    seconds = (flow_run.end_time - flow_run.start_time).total_seconds()
+    print(f"unknown stockcodes refused in {seconds:.1f} s")
+    assert seconds < 15, (flow_run.start_time, flow_run.end_time)
+    with temporary_settings(updates={PREFECT_API_URL: deployed["stack"].api_url}):
+        with get_client(sync_client=True) as prefect:
+            logs = prefect.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run.id])))
+    # The flow's own refusal is one line; the only trace is the one Prefect's engine logs for
+    # every failed run a worker starts ("FailedRun: <the message>"), none of an exception of ours.
+    assert (40, flow_run.state.message) in [(log.level, log.message) for log in logs]
+    traces = [log.message for log in logs if "Traceback" in log.message]
+    assert all(trace.startswith("Engine execution exited with unexpected exception") and trace.endswith(
+        f"prefect.exceptions.FailedRun: {flow_run.state.message}") for trace in traces), traces
+    assert len(traces) <= 1 and not [log for log in logs if "Encountered exception" in log.message]

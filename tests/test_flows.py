@@ -26,8 +26,9 @@ from prefect.settings import (  # noqa: E402
 from prefect.testing.utilities import prefect_test_harness  # noqa: E402
 
 from flows.artifacts import artifact_key  # noqa: E402
-from flows.lineage import lineage  # noqa: E402
+from flows.lineage import lineage_at  # noqa: E402
 from pricing import registry  # noqa: E402
+from pricing.layout import Layout  # noqa: E402
 from tasks import dvcrepo  # noqa: E402
 from tasks.stages import CATALOGUE, ETL, PER_STOCKCODE, lineage_stages, stage_id  # noqa: E402
 from toy_project import git_commit_all, make_toy_project, real_tune_banner, registry_dir, run_cmd  # noqa: E402
@@ -57,7 +58,7 @@ def workspaces(root):
 
 
 def run_flow(root, **kwargs):
-    state = lineage(root=str(root), return_state=True, **kwargs)
+    state = lineage_at(root=str(root), return_state=True, **kwargs)
     return state, state.result(raise_on_failure=False)
 
 
@@ -195,6 +196,23 @@ def test_unfair_model_is_rejected_and_nothing_new_is_approved(approved, tmp_path
     assert latest.decision == "rejected" and latest.reasons == ["mae_diff 0.1 above threshold 0.01"]
     assert latest.model_version != served.model_version
     assert registry.approved_model(SC, store(root)) == served
+
+
+def test_a_model_the_new_run_did_not_write_is_never_committed_as_new(approved, tmp_path, monkeypatch):
+    """The workspace starts from the approved lineage, its outputs linked from the DVC cache and
+    persist: true: a tune that exits 0 without writing its checkpoint leaves the approved one."""
+    root = copy_of(approved[0], tmp_path, monkeypatch)
+    address = stage_id("tune_primary_model", SC)
+    tune_lock = dvcrepo.lock_entry(root, address)
+    decisions = registry.history(store(root), SC)
+    state, summary = run_flow(root, overrides={"tune.n_trials": 3, "toy.stale": ["tune_primary_model"]})
+    outcome = only(summary)
+    assert state.is_failed() and outcome["status"] == "failed"
+    checkpoint = Layout(Path(".")).model_checkpoint(SC).as_posix()
+    assert f"{address}: output {checkpoint} was not rewritten by this run" in outcome["message"]
+    assert outcome["stages"][address] == "failed"
+    assert dvcrepo.lock_entry(root, address) == tune_lock
+    assert registry.history(store(root), SC) == decisions
 
 
 def test_transient_failure_is_retried_and_the_flow_completes(prefect_api, tmp_path, monkeypatch):

@@ -115,3 +115,34 @@ def test_bucket_is_versioned_encrypted_private_and_tls_only() -> None:
     statements = resources["ArtifactBucketPolicy"]["Properties"]["PolicyDocument"]["Statement"]
     assert {"Effect": "Deny", "Principal": "*", "Action": "s3:*"}.items() <= statements[0].items()
     assert statements[0]["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+
+
+def sam_translated(template: Path) -> dict:
+    """The template as CloudFormation deploys it: SAM's own translator (the transform
+    CloudFormation runs), so the routes it generates are the ones checked."""
+    import json
+
+    import boto3
+    from samtranslator.parser.parser import Parser
+    from samtranslator.translator.translator import Translator
+
+    plain = json.loads(json.dumps(load(template)))
+    translator = Translator(None, Parser(), boto_session=boto3.session.Session(region_name=REGIONS[0]))
+    return translator.translate(plain, {"ImageUri": "123456789012.dkr.ecr.us-east-1.amazonaws.com/pricelineage/api:1"})
+
+
+def test_every_route_of_the_api_requires_a_signed_iam_request() -> None:
+    resources = sam_translated(INFRA / "api.yaml")["Resources"]
+    (api,) = [r["Properties"] for r in resources.values() if r["Type"] == "AWS::ApiGatewayV2::Api"]
+    assert not [r for r in resources.values() if r["Type"] == "AWS::ApiGatewayV2::Route"]  # all in the body
+    body = api["Body"]
+    schemes = body.get("components", {}).get("securitySchemes", {})
+    assert schemes.get("AWS_IAM", {}).get("x-amazon-apigateway-authtype") == "awsSigv4", "no IAM authorizer"
+    operations = {(path, method): spec for path, methods in body["paths"].items() for method, spec in methods.items()}
+    assert set(operations) == {("/{proxy+}", "x-amazon-apigateway-any-method"), ("/", "get")}
+    for route, spec in operations.items():
+        assert spec.get("security") == [{"AWS_IAM": []}], f"{route} lets unsigned requests through"
+    # Callers get exactly execute-api:Invoke on this API, from the policy the stack outputs.
+    (statement,) = resources["ApiInvokePolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    assert statement["Action"] == "execute-api:Invoke"
+    assert all("${PriceHttpApi}/$default/" in resource["Fn::Sub"] for resource in statement["Resource"])

@@ -211,6 +211,37 @@ def test_garbage_metrics_commit_nothing_and_keep_the_previous_lock_entry(toy):
     assert dvcrepo.lock_entry(toy, stage_id(PREPROCESS, SC)) == before
 
 
+def _set_gate(toy, gate):
+    """drift.gate: a param preprocess depends on, so changing it re-runs the stage."""
+    params = yaml.safe_load((toy / "params.yaml").read_text())
+    params["drift"]["gate"] = gate
+    (toy / "params.yaml").write_text(yaml.safe_dump(params))
+
+
+def test_an_output_the_command_did_not_rewrite_fails_the_stage_and_commits_nothing(toy):
+    # Outputs are persist: true, so the previous run's folder is still there when the command
+    # exits 0 without writing it: committed, it would pass for this run's.
+    for name, sc in ((ETL, None), ("data_drift_check", SC), (PREPROCESS, SC)):
+        run(name, toy, sc)
+    address = stage_id(PREPROCESS, SC)
+    before = dvcrepo.lock_entry(toy, address)
+    _set_toy(toy, stale=[PREPROCESS])
+    _set_gate(toy, "warn")
+    folder = Layout(Path(".")).preprocessed_dir(SC).as_posix()
+    with pytest.raises(StageOutputError, match=rf"output {folder} \(X_train.txt\) was not rewritten by this run"):
+        run(PREPROCESS, toy, SC)
+    assert dvcrepo.lock_entry(toy, address) == before
+
+
+def test_a_stage_dvc_skips_as_up_to_date_has_nothing_to_rewrite(toy):
+    for name, sc in ((ETL, None), ("data_drift_check", SC), (PREPROCESS, SC)):
+        run(name, toy, sc)
+    address = stage_id(PREPROCESS, SC)
+    _set_toy(toy, stale=[PREPROCESS])  # the command would write nothing, were it run
+    assert "didn't change, skipping" in dvc(toy, "repro", "--dry", "--single-item", address)
+    assert run(PREPROCESS, toy, SC)["lock"] == dvcrepo.lock_entry(toy, address)
+
+
 def test_risk_metrics_must_carry_the_verdict(toy):
     for name, sc in ((ETL, None), ("data_drift_check", SC), (PREPROCESS, SC), ("tune_primary_model", SC),
                      ("inference_primary_model", SC)):

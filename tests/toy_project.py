@@ -10,6 +10,8 @@ through the flow's overrides) or, for the one-off transient fault, an environmen
 - ``toy.garbage: [stage, ...]`` → the stage exits 0 but writes unparsable metrics;
 - ``toy.crash: {stage: text}`` → the stage prints ``text`` and crashes with a traceback (a bug:
   the same every time);
+- ``toy.stale: [stage, ...]`` → the stage exits 0 but leaves its main output as it was (the
+  previous run's: outputs are ``persist: true``, as in the real ``dvc.yaml``);
 - ``drift.shift`` above ``drift.threshold`` → the drift stage reports drift on ``unit_price``;
 - ``fairness.max_mae_diff`` below the toy model's gap (0.1) → the risk check fails;
 - ``TOY_FAIL_ONCE=<stage address>:<marker file>`` → that stage fails once like a busy DVC lock;
@@ -65,7 +67,14 @@ TOY_STAGE = textwrap.dedent(
         print(f"DataValidationError: toy {address}: column 'unit_price' is missing", file=sys.stderr)
         sys.exit(2)
 
+    # The output a `toy.stale` stage leaves alone: preprocess's one file inside its folder.
+    STALE_OUTPUT = {"preprocess": "train_split", "tune_primary_model": "model_checkpoint",
+                    "inference_primary_model": "inference_results"}
+    stale = stage in (toy.get("stale") or []) or address in (toy.get("stale") or [])
+
     def write(key, text):
+        if stale and STALE_OUTPUT.get(stage) == key:
+            return
         path = Path(P[key])
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
@@ -110,8 +119,9 @@ TOY_STAGE = textwrap.dedent(
         if drift.get("drift_detected") and params["drift"]["gate"] == "block":
             print(f"DriftGateError: {sc} drifted; not training", file=sys.stderr)
             sys.exit(3)
+        P["train_split"] = str(Path(P["preprocessed_dir"], "X_train.txt"))
         Path(P["preprocessed_dir"]).mkdir(parents=True, exist_ok=True)
-        Path(P["preprocessed_dir"], "X_train.txt").write_text(digest(sc, Path(P["processed_df"]).read_bytes()))
+        write("train_split", digest(sc, Path(P["processed_df"]).read_bytes()))
         metrics("data_metrics", {"rows": {"train": 8, "val": 2, "test": 2}})
     elif stage == "tune_primary_model":
         n = int(params["tune"]["n_trials"])
@@ -163,7 +173,8 @@ def _paths() -> dict[str, str]:
 def _dvc_yaml() -> dict:
     p = {key: value.replace("@SC@", SC) for key, value in _paths().items()}
     code = "toy_stage.py"
-    metric = lambda path: path  # noqa: E731
+    # As in the real dvc.yaml: DVC keeps the previous outputs while a stage runs.
+    kept = lambda path: {path: {"persist": True}}  # noqa: E731
     per_sc = lambda name, body: {"matrix": {"stockcode": "${stockcodes}"},  # noqa: E731
                                  "cmd": f"python {code} {name} {SC}", **body}
     return {
@@ -172,44 +183,44 @@ def _dvc_yaml() -> dict:
                 "cmd": f"python {code} {ETL}",
                 "deps": ["${data.input_path}", code],
                 "params": ["data"],
-                "outs": [p["original_df"], p["processed_df"]],
-                "metrics": [metric(p["etl_metrics"])],
+                "outs": [kept(p["original_df"]), kept(p["processed_df"])],
+                "metrics": [kept(p["etl_metrics"])],
             },
             PRICE_RESPONSE: {
                 "cmd": f"python {code} {PRICE_RESPONSE}",
                 "deps": [p["processed_df"], code],
-                "outs": [p["price_response_table"]],
-                "metrics": [metric(p["price_response_metrics"])],
+                "outs": [kept(p["price_response_table"])],
+                "metrics": [kept(p["price_response_metrics"])],
             },
             DRIFT: per_sc(DRIFT, {
                 "deps": [p["processed_df"], code],
                 "params": ["drift"],
-                "metrics": [metric(p["drift_metrics"])],
-                "plots": [p["drift_report"]],
+                "metrics": [kept(p["drift_metrics"])],
+                "plots": [kept(p["drift_report"])],
             }),
             PREPROCESS: per_sc(PREPROCESS, {
                 "deps": [p["processed_df"], p["drift_metrics"], code],
                 "params": ["drift.gate"],
-                "outs": [p["preprocessed_dir"]],
-                "metrics": [metric(p["data_metrics"])],
+                "outs": [kept(p["preprocessed_dir"])],
+                "metrics": [kept(p["data_metrics"])],
             }),
             TUNE: per_sc(TUNE, {
                 "deps": [p["preprocessed_dir"], code],
                 "params": ["tune", "seed"],
-                "outs": [p["model_checkpoint"]],
-                "metrics": [metric(p["val_metrics"])],
-                "plots": [p["tuning_history"]],
+                "outs": [kept(p["model_checkpoint"])],
+                "metrics": [kept(p["val_metrics"])],
+                "plots": [kept(p["tuning_history"])],
             }),
             INFERENCE: per_sc(INFERENCE, {
                 "deps": [p["model_checkpoint"], p["preprocessed_dir"], code],
-                "outs": [p["inference_results"]],
-                "metrics": [metric(p["test_metrics"])],
-                "plots": [p["shap_importance"]],
+                "outs": [kept(p["inference_results"])],
+                "metrics": [kept(p["test_metrics"])],
+                "plots": [kept(p["shap_importance"])],
             }),
             RISK: per_sc(RISK, {
                 "deps": [p["inference_results"], code],
                 "params": ["fairness"],
-                "metrics": [metric(p["risk_metrics"])],
+                "metrics": [kept(p["risk_metrics"])],
             }),
         }
     }
@@ -222,7 +233,7 @@ DEFAULT_PARAMS = {
     "drift": {"gate": "block", "shift": 0.0, "threshold": 0.25},
     "tune": {"n_trials": 20},
     "fairness": {"max_mae_diff": 0.5},
-    "toy": {"invalid": [], "garbage": [], "crash": {}, "sleep": {"tune_primary_model": 0}},
+    "toy": {"invalid": [], "garbage": [], "crash": {}, "stale": [], "sleep": {"tune_primary_model": 0}},
 }
 
 
