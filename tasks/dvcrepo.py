@@ -270,12 +270,17 @@ def unprotect_if_changed(root: Path, address: str) -> list[str]:
     same DVC call, it leaves DVC nothing to change, so an output's inode and mtime then change
     only if the command writes it.
     """
+    from dvc.lock import LockError
+
     stage = _parsed_stage(root, address)
-    with stage.repo.lock:
-        if not stage.changed():
-            return []
-        for out in stage.outs:
-            out.unprotect()
+    try:
+        with stage.repo.lock:
+            if not stage.changed():
+                return []
+            for out in stage.outs:
+                out.unprotect()
+    except LockError as error:  # another dvc process holds the repo or an output: retry later
+        raise TransientStageError(address, f"{address}: {error}", str(error)) from error
     return [out.def_path for out in stage.outs]
 
 
