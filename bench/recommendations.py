@@ -56,8 +56,7 @@ def main(argv: list[str] | None = None) -> int:
             mine = mine.filter(pl.col("invoice_date").dt.date() <= pl.lit(args.as_of).str.to_date())
         evidence = price_evidence(mine["list_price"].to_numpy(), mine["invoice_date"].to_numpy(),
                                   int(cfg["min_weeks_at_price"]))
-        evidenced = ((min(evidence.evidenced_prices), max(evidence.evidenced_prices))
-                     if evidence.evidenced_prices else None)
+        evidenced = evidence.evidenced_range
         served = served_response(response.table, response.price_points, stockcode, evidenced, rails,
                                  float(cfg["diagnostic_span"]), int(cfg["grid_points"]))
         row, rec = served["response"], served["recommendation"]

@@ -57,6 +57,12 @@ class Evidence:
         return [p["price"] for p in self.prices if p["weeks"] >= self.min_weeks]
 
     @property
+    def evidenced_range(self) -> tuple[float, float] | None:
+        """Lowest and highest evidenced list price (None when no price held long enough)."""
+        prices = self.evidenced_prices
+        return (min(prices), max(prices)) if prices else None
+
+    @property
     def sufficient(self) -> bool:
         return self.n_changes > 0 and len(self.evidenced_prices) >= 2
 
@@ -67,8 +73,7 @@ class Evidence:
             "current_price": self.current_price,
             "weeks": self.n_weeks,
             "min_weeks_at_price": self.min_weeks,
-            "evidenced_range": [min(self.evidenced_prices), max(self.evidenced_prices)]
-            if self.evidenced_prices else None,
+            "evidenced_range": list(self.evidenced_range) if self.evidenced_range else None,
         }
 
 

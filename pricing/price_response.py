@@ -27,6 +27,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
@@ -38,8 +39,6 @@ from pricing.errors import DataValidationError, from_section
 PRODUCT = "stockcode"
 WEEK = "week"
 LEVELS = ("catalogue", "group", "product")
-# Two-sided normal quantiles of the interval levels a params file may ask for.
-_Z = {0.8: 1.2815515655446004, 0.9: 1.6448536269514722, 0.95: 1.959963984540054, 0.99: 2.5758293035489004}
 
 # The columns of the sales lines the panel is built from.
 PANEL_COLUMNS = [PRODUCT, "invoice_date", "quantity", "unit_price", "is_registered"]
@@ -68,9 +67,9 @@ class ResponseConfig:
         if config.pooling not in LEVELS:
             raise DataValidationError(
                 f"price_response_catalogue.pooling must be one of {', '.join(LEVELS)}, got {config.pooling!r}")
-        if float(config.interval_level) not in _Z:
+        if not 0 < float(config.interval_level) < 1:
             raise DataValidationError(
-                f"price_response_catalogue.interval_level must be one of {sorted(_Z)}, got {config.interval_level}")
+                f"price_response_catalogue.interval_level must be in (0, 1), got {config.interval_level}")
         for name in ("price_bands", "min_weeks", "hold_weeks", "level_weeks"):
             if int(getattr(config, name)) < 1:
                 raise DataValidationError(f"price_response_catalogue.{name} must be >= 1, got {getattr(config, name)}")
@@ -80,7 +79,8 @@ class ResponseConfig:
 
     @property
     def z(self) -> float:
-        return _Z[float(self.interval_level)]
+        """The two-sided normal quantile of ``interval_level``."""
+        return NormalDist().inv_cdf(0.5 + float(self.interval_level) / 2)
 
 
 def weekly_panel(lines: pl.DataFrame, horizon: datetime | None = None) -> pl.DataFrame:
@@ -182,15 +182,13 @@ def estimate(panel: pl.DataFrame, config: ResponseConfig) -> CatalogueResponse:
     eligible = panel.filter(pl.len().over(PRODUCT) >= int(config.min_weeks))
     if eligible.height == 0:
         raise DataValidationError(f"no product has {config.min_weeks} weeks with sales before as_of")
-    products = eligible[PRODUCT].unique().sort()
     medians = eligible.group_by(PRODUCT).agg(pl.col("list_price").median().alias("median_price"))
     edges = np.quantile(medians["median_price"].to_numpy(), np.linspace(0, 1, int(config.price_bands) + 1)[1:-1])
     bands = medians.with_columns(
         pl.Series("group", np.searchsorted(edges, medians["median_price"].to_numpy(), side="right"), dtype=pl.Int64))
     frame = eligible.join(bands.select(PRODUCT, "group"), on=PRODUCT)
     # indices into the sorted product list, like every per-product array below
-    product_codes, product_index = np.unique(frame[PRODUCT].to_numpy(), return_inverse=True)
-    assert product_codes.tolist() == products.to_list()
+    products, product_index = np.unique(frame[PRODUCT].to_numpy(), return_inverse=True)
     _, week_index = np.unique(frame[WEEK].to_numpy(), return_inverse=True)
     group = frame["group"].to_numpy()
     n_groups = int(config.price_bands)
@@ -245,7 +243,7 @@ def estimate(panel: pl.DataFrame, config: ResponseConfig) -> CatalogueResponse:
     levels = _recent_levels(eligible, config.level_weeks, config.z)
 
     rows = []
-    for i, stockcode in enumerate(products.to_list()):
+    for i, stockcode in enumerate(products.tolist()):
         g = int(product_group[i])
         if config.pooling == "catalogue":
             value, se, level, weight = theta, theta_se, "catalogue", 0.0

@@ -100,13 +100,13 @@ def recommend(response: dict[str, Any], ladder: Sequence[float], rails: Guardrai
     at_current = next(o for o in options if o["price"] == current)
     best = max(options, key=lambda o: o["gain"])
     reasons: list[str] = []
-    # The unconstrained optimum of a constant elasticity: which way, and whether a guardrail stopped it.
-    direction = _unconstrained_direction(response["elasticity"], take, unit_cost, current)
-    if direction == "down" and best["price"] < current and best["price"] == candidates[0] or (
-            direction == "up" and best["price"] > current and best["price"] == candidates[-1]):
-        bound = low if direction == "down" else high
-        reasons.append(f"guardrail: the objective keeps improving {direction}ward; a move is limited to "
-                       f"{rails.max_move:.0%} per cycle ({bound:.2f}) and the shop's price ladder")
+    # A guardrail bound the move when the objective at the step's edge (on or off the ladder)
+    # beats the best candidate in the same direction: the product would have gone further.
+    if best["price"] != current:
+        direction, bound = ("down", low) if best["price"] < current else ("up", high)
+        if value(bound, response["elasticity"], level[1]) > best["objective"] + 1e-12:
+            reasons.append(f"guardrail: the objective keeps improving {direction}ward; a move is limited to "
+                           f"{rails.max_move:.0%} per cycle ({bound:.2f}) and the shop's price ladder")
     if best["price"] != current and best["extrapolated"]:
         reasons.append(f"evidence: {best['price']:.2f} lies outside the product's own list prices "
                        f"{list(evidenced) if evidenced else [current, current]}: its response there is the "
@@ -146,18 +146,6 @@ def recommend(response: dict[str, Any], ladder: Sequence[float], rails: Guardrai
                        "floor": rails.floor, "ceiling": rails.ceiling, "candidates": candidates},
         "reasons": reasons,
     }
-
-
-def _unconstrained_direction(elasticity: float, take: float, unit_cost: float, current: float) -> str | None:
-    """Which way the objective improves without bounds under a constant elasticity."""
-    if elasticity >= 0:
-        return "up"
-    if unit_cost <= 0:  # revenue: price × p^e grows as the price falls when demand is elastic
-        return "down" if elasticity < -1 else ("up" if elasticity > -1 else None)
-    if elasticity >= -1:
-        return "up"
-    optimum = unit_cost * elasticity / ((1 + elasticity) * take)
-    return "up" if optimum > current else ("down" if optimum < current else None)
 
 
 def served_response(table: pl.DataFrame, price_points: pl.DataFrame, stockcode: str,

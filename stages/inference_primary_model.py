@@ -93,8 +93,7 @@ def weekly_response(layout: Layout, stockcode: str, evidence, params) -> dict:
     for path in (layout.price_response_table, layout.price_points):
         if not path.exists():
             raise DataValidationError(f"{path} is missing: run estimate_price_response first")
-    evidenced = ((min(evidence.evidenced_prices), max(evidence.evidenced_prices))
-                 if evidence.evidenced_prices else None)
+    evidenced = evidence.evidenced_range
     return served_response(
         pl.read_parquet(layout.price_response_table), pl.read_parquet(layout.price_points),
         normalise_stockcode(stockcode), evidenced, Guardrails.from_params(params.get("recommendation")),
