@@ -186,7 +186,8 @@ def land(workspace: Workspace, addresses: list[str] | None = None) -> list[str]:
         return []
     with _file_lock(project / LAND_LOCK):
         dvcrepo.write_lock_entries(project, {address: lock[address] for address in chosen})
-        checkout = dvcrepo.run_dvc(["checkout", "--quiet", *chosen], project)
+        # not --quiet: DVC's refusal (e.g. to delete the user's unsaved files) is the message
+        checkout = dvcrepo.run_dvc(["checkout", *chosen], project)
         if checkout.returncode != 0:
             raise dvcrepo.classify_failure(" ".join(chosen), checkout)
     return chosen
