@@ -36,6 +36,7 @@ from pricing.as_of import PARAM as AS_OF
 from pricing.catalogue import normalise_stockcode, product_line_counts
 from pricing.drift_gate import STATUS_INSUFFICIENT, STATUS_OK, DriftGate, decide
 from pricing.errors import DataValidationError
+from pricing.fairness import NOT_ASSESSABLE, judge_with_peers, pool_gaps
 from pricing.layout import Layout, load_params, orchestration_params, registry_location, workspaces_dir
 from tasks import dvcrepo, workspace
 from tasks.approval import approve_model, record_decision, reject_model
@@ -90,10 +91,10 @@ def _stages_in(ws: workspace.Workspace, store: registry.RegistryStore, overrides
         if not state.is_completed():
             return failed(f"{stockcode}: {_failure(state)}")
     def insufficient(reason: str, addresses: list[str], metrics: dict[str, Any], drift: Any = None,
-                     **extra: Any) -> dict[str, Any]:
+                     verdicts: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
         """Too little data to train or approve: an outcome of its own, recorded with its numbers."""
         record_decision(str(root), stockcode, registry.INSUFFICIENT_DATA, addresses, ws.git, metrics,
-                        {"drift": drift} if drift else {}, [reason], overrides, str(store.location))
+                        verdicts or ({"drift": drift} if drift else {}), [reason], overrides, str(store.location))
         message = f"{stockcode}: insufficient data ({reason}) — nothing approved, {_keep(served_version)}"
         logger.warning(message)
         return _outcome(stockcode, registry.INSUFFICIENT_DATA, message, **common, drift=drift, **extra)
@@ -127,6 +128,8 @@ def _stages_in(ws: workspace.Workspace, store: registry.RegistryStore, overrides
                 return _outcome(stockcode, DRIFT_STOPPED, message, **common, drift=verdict)
             if gate.status != STATUS_OK:
                 logger.warning("%s: %s", stockcode, gate.reason)
+            for event in verdict["events"]:
+                logger.info("%s: %s; the candidate trains on data that includes it", stockcode, event["note"])
 
     lock = dvcrepo.read_lock(root)
     model_path = Layout(Path(".")).model_checkpoint(stockcode).as_posix()
@@ -136,10 +139,14 @@ def _stages_in(ws: workspace.Workspace, store: registry.RegistryStore, overrides
 
     drift = results[DRIFT]["verdict"]
     risk = registry.risk_verdicts(results[RISK]["metrics"])
-    fairness = risk["fairness"]
+    candidate = registry.output_md5(lock, model_path)
+    fairness = risk["fairness"] = fairness_with_peers(root, store, stockcode, candidate, results[RISK]["metrics"])
     metrics = {"val": results[TUNE]["metrics"], "test": results[INFERENCE]["metrics"], "risk": results[RISK]["metrics"]}
     verdicts = {"drift": drift, **risk}
     detail = {"drift": drift, "fairness": fairness, "val_metrics": metrics["val"], "test_metrics": metrics["test"]}
+    if fairness["verdict"] == NOT_ASSESSABLE:
+        return insufficient(f"fairness cannot be told: {'; '.join(fairness['reasons'])}", lineage_stages(stockcode),
+                            metrics, drift, verdicts, version=candidate)
     if not fairness["passed"]:
         rejected = reject_model(str(root), stockcode, metrics, verdicts, fairness["reasons"], overrides,
                                 str(store.location), ws.git)
@@ -160,6 +167,23 @@ def _stages_in(ws: workspace.Workspace, store: registry.RegistryStore, overrides
     message = f"{stockcode}: model {version} {how}"
     logger.info(message)
     return _outcome(stockcode, registry.APPROVED, message, **common, **detail, version=version, new=approved["new"])
+
+
+def fairness_with_peers(root: Path, store: registry.RegistryStore, stockcode: str, candidate: str | None,
+                        own: dict[str, Any]) -> dict[str, Any]:
+    """The candidate's fairness verdict: its own test split where it can tell, else the
+    formulation's, pooled over it and every other product's latest trained decision."""
+    section = load_params(root).get("risk") or {}
+    keys = ("confidence_level", "min_pool_products", "mean_outcome_difference_threshold", "mae_diff_threshold")
+    if any(key not in section for key in keys):  # a project whose risk gate does not pool
+        return judge_with_peers(own, None)
+    histories = {code: registry.history(store, code) for code in store.stockcodes() if code != stockcode}
+    members = {**registry.peer_risk_metrics(histories, stockcode), f"{stockcode}@{(candidate or '')[:12]}": own}
+    pooled = pool_gaps(
+        members, confidence_level=float(section["confidence_level"]), min_products=int(section["min_pool_products"]),
+        thresholds={"mean_outcome_difference": float(section["mean_outcome_difference_threshold"]),
+                    "mae_diff": float(section["mae_diff_threshold"])})
+    return judge_with_peers(own, pooled)
 
 
 def run_product(

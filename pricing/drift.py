@@ -35,9 +35,19 @@ from scipy import stats
 from pricing.as_of import parse_as_of
 from pricing.drift_gate import STATUS_DRIFT, STATUS_INSUFFICIENT, STATUS_OK, DriftGate
 from pricing.errors import DataValidationError
+from pricing.price_response import PRODUCT, WEEK, modal_list_price, price_moves, weekly_panel
 from pricing.split import INVOICE_COLUMN, SplitConfig, split_product_lines
 
 DATE_COLUMN = "invoice_date"
+# A line's price relative to the list price in effect that week (the evidence's list price,
+# pricing/price_response.py): the discount schedule and segment pricing, whatever the list price
+# is. A list-price change the retailer made moves unit_price, not this: it is an event.
+PRICE_TO_LIST = "price_to_list"
+# What the check derives, and the stored columns it derives them from (quantity: the events'
+# weekly panel).
+DERIVED_COLUMNS = {PRICE_TO_LIST: ("unit_price", "is_registered")}
+EVENT_SOURCE_COLUMNS = ("unit_price", "is_registered", "quantity")
+EVENT_LASTING, EVENT_PENDING = "lasting", "pending"
 # What a comparison's reference is: the weeks just before its current window, or the lines the
 # candidate model trains on (the train split as ``preprocess`` cuts it).
 REFERENCE_PRECEDING = "preceding_weeks"
@@ -88,6 +98,10 @@ class DriftConfig:
     gate: str = "block"
     as_of: date | None = None
     policy: DriftGate = field(default_factory=DriftGate)
+    # A list-price event, measured as the catalogue's evidence measures a lasting change
+    # (price_response_catalogue.min_change / hold_weeks; the stage hands them in).
+    event_min_change: float = 0.02
+    event_hold_weeks: int = 4
 
     @property
     def uses_training_window(self) -> bool:
@@ -98,6 +112,14 @@ class DriftConfig:
         """Every column some comparison tests, in the order of ``tests``."""
         used = {column for comparison in self.comparisons for column in comparison.columns}
         return [column for column in self.tests if column in used]
+
+    @property
+    def source_columns(self) -> list[str]:
+        """The stored columns the check reads: the tested ones, what the derived ones come from,
+        and what the list-price events need."""
+        wanted = [c for c in self.columns if c not in DERIVED_COLUMNS]
+        wanted += [s for c in self.columns for s in DERIVED_COLUMNS.get(c, ())] + list(EVENT_SOURCE_COLUMNS)
+        return list(dict.fromkeys(wanted))
 
     @classmethod
     def from_params(cls, section: Mapping[str, Any] | None) -> DriftConfig:
@@ -271,8 +293,17 @@ def compare_windows(
     current_end: pd.Timestamp,
     data_start: pd.Timestamp,
     training: TrainingWindow | None = None,
+    price_since: pd.Timestamp | None = None,
 ) -> ComparisonOutcome:
-    """Judge one window pair of one product's ``rows`` with Evidently."""
+    """Judge one window pair of one product's ``rows`` with Evidently.
+
+    ``price_since``: the week the list price in effect began (the latest list-price event). Drift
+    is what the data does given the price, so when the current window lies wholly at that price
+    and the reference reaches back before it, the reference keeps only its lines at that price
+    (quantity and who buys answer the price) — if they are enough to judge by
+    (``min_reference_rows``). Otherwise (or when the change falls inside the current window) the
+    whole reference is compared, and a shift it finds is attributed to the change: recorded
+    with its numbers (``list_price_basis``), not drift."""
     bounds = window_bounds(current_end, comparison)
     current = rows_between(rows, bounds.current_start, bounds.current_end)
     unknown_reference = None
@@ -283,11 +314,16 @@ def compare_windows(
         # Lines the candidate trained on that fall in the serving window would compare with themselves.
         trained = training.rows if training.rows is not None else rows.iloc[0:0]
         reference = trained.loc[trained[DATE_COLUMN] < bounds.current_start]
+    else:
+        reference = rows_between(rows, bounds.reference_start, bounds.current_start)
+    price_basis = _at_the_current_price(reference, price_since, bounds, comparison)
+    if price_basis["reference"] == "since_the_change":
+        reference = reference.loc[reference[DATE_COLUMN] >= price_since]
+    if comparison.reference == REFERENCE_TRAINING or price_basis["reference"] == "since_the_change":
         reference_summary = _window_summary(
             _first_or(reference, bounds.current_start), _last_or(reference, bounds.current_start), len(reference)
         )
     else:
-        reference = rows_between(rows, bounds.reference_start, bounds.current_start)
         reference_summary = _window_summary(bounds.reference_start, bounds.current_start, len(reference))
     result: dict[str, Any] = {
         "signal": comparison.signal,
@@ -301,6 +337,7 @@ def compare_windows(
         "share_drifted_columns": 0.0,
         "reference": reference_summary,
         "current": _window_summary(bounds.current_start, bounds.current_end, len(current)),
+        "list_price_basis": price_basis,
         "columns": {},
     }
     reason = unknown_reference or _insufficiency(bounds, data_start, len(reference), len(current), comparison)
@@ -311,9 +348,16 @@ def compare_windows(
     columns = list(comparison.columns)
     snapshot = _run_evidently(reference[columns], current[columns], comparison, config)
     drifted_count, drifted_share, comparison_drifted, column_verdicts = _read_snapshot(snapshot)
+    # Across a list-price change it cannot compare at one price, a shift is the change's own
+    # doing as far as this comparison can tell: recorded, not drift.
+    explained = comparison_drifted and price_basis["reference"] == "mixed"
+    if explained:
+        shifted = [c for c in columns if column_verdicts[c]["drifted"]]
+        price_basis = {**price_basis, "shift_attributed_to_the_change": shifted}
     result.update(
-        status=STATUS_DRIFT if comparison_drifted else STATUS_OK,
-        drift_detected=comparison_drifted,
+        status=STATUS_DRIFT if comparison_drifted and not explained else STATUS_OK,
+        drift_detected=comparison_drifted and not explained,
+        list_price_basis=price_basis,
         n_drifted_columns=drifted_count,
         share_drifted_columns=drifted_share,
         columns={
@@ -322,12 +366,27 @@ def compare_windows(
                 "statistic": _finite_or_none(_test_statistic(config.tests[column], reference[column], current[column])),
                 "p_value": _finite_or_none(column_verdicts[column]["p_value"]),
                 "threshold": column_verdicts[column]["threshold"],
-                "drifted": column_verdicts[column]["drifted"],
+                "drifted": column_verdicts[column]["drifted"] and not explained,
             }
             for column in columns
         },
     )
     return ComparisonOutcome(result, snapshot)
+
+
+def _at_the_current_price(reference: pd.DataFrame, price_since: pd.Timestamp | None, bounds: WindowBounds,
+                          comparison: WindowComparison) -> dict[str, Any]:
+    """Which reference lines a comparison judges by, given the list price in effect."""
+    if price_since is None or not len(reference) or reference[DATE_COLUMN].min() >= price_since:
+        return {"reference": "one_list_price", "since": None}
+    since = price_since.date().isoformat()
+    if price_since > bounds.current_start:
+        return {"reference": "mixed", "since": since, "why": "the list price changed inside the current window"}
+    at_price = int((reference[DATE_COLUMN] >= price_since).sum())
+    if at_price < comparison.min_reference_rows:
+        return {"reference": "mixed", "since": since, "why": f"{at_price} reference lines at the current list price, "
+                f"fewer than min_reference_rows={comparison.min_reference_rows}"}
+    return {"reference": "since_the_change", "since": since, "lines_before_left_out": len(reference) - at_price}
 
 
 def _window_summary(start: pd.Timestamp, end: pd.Timestamp, n_rows: int) -> dict[str, Any]:
@@ -428,6 +487,74 @@ def _finite_or_none(value: float | None) -> float | None:
     return value if value is not None and math.isfinite(value) else None
 
 
+# -- the list price: what the retailer set, and drift given it ----------------------------
+def _line_weeks(rows: pd.DataFrame) -> pd.Series:
+    dates = rows[DATE_COLUMN]
+    return dates.dt.normalize() - pd.to_timedelta(dates.dt.dayofweek, unit="D")
+
+
+def _event_lines(rows: pd.DataFrame, stockcode: str) -> pl.DataFrame:
+    return pl.DataFrame({
+        PRODUCT: [stockcode] * len(rows),
+        DATE_COLUMN: rows[DATE_COLUMN].to_numpy(),
+        **{column: rows[column].to_numpy() for column in EVENT_SOURCE_COLUMNS},
+    })
+
+
+def with_price_to_list(rows: pd.DataFrame, stockcode: str) -> pd.DataFrame:
+    """``rows`` with ``price_to_list``: each line's unit price over the list price in effect in its
+    week (carried forward over weeks without a registered line, back over the weeks before the
+    first one)."""
+    weeks = _line_weeks(rows)
+    lines = _event_lines(rows, stockcode).with_columns(pl.Series(WEEK, weeks.to_numpy()))
+    listed = modal_list_price(lines)
+    by_week = (pl.DataFrame({WEEK: sorted(weeks.unique())}).with_columns(pl.col(WEEK).cast(lines.schema[WEEK]))
+               .join(listed.drop(PRODUCT), on=WEEK, how="left")
+               .with_columns(pl.col("list_price").forward_fill().backward_fill()))
+    prices = dict(zip(by_week[WEEK].to_list(), by_week["list_price"].to_list()))
+    if not prices or any(value is None for value in prices.values()):
+        raise DataValidationError(f"drift check of {stockcode}: no registered-buyer line, so no list price to "
+                                  f"judge {PRICE_TO_LIST} against")
+    list_price = weeks.map(lambda week: prices[week.to_pydatetime()]).astype(float)
+    return rows.assign(**{PRICE_TO_LIST: rows["unit_price"].astype(float) / list_price})
+
+
+def list_price_events(rows: pd.DataFrame, stockcode: str, config: DriftConfig, current_end: pd.Timestamp,
+                      since: pd.Timestamp, trained_until: pd.Timestamp | None) -> list[dict[str, Any]]:
+    """The list-price changes the retailer made from ``since`` to ``current_end``, measured as the
+    catalogue's evidence measures them (the weekly panel's list price, pricing/price_response.py):
+    ``lasting`` once the new price held ``event_hold_weeks`` sale weeks, ``pending`` while it is
+    the price in effect but has not held that long yet; each from the last price that held. A
+    move that did not hold and is no longer in effect (a blip) is no event, nor is the return
+    from it. ``in_training_window``: the candidate's training lines
+    reach the new price."""
+    try:
+        panel = weekly_panel(_event_lines(rows, stockcode), current_end.to_pydatetime())
+    except DataValidationError:
+        return []
+    events = []
+    established = float(panel.sort(WEEK)["list_price"][0]) if panel.height else None
+    for move in price_moves(panel, config.event_min_change).iter_rows(named=True):
+        lasting = move["held"] >= config.event_hold_weeks
+        week = pd.Timestamp(move[WEEK])
+        old, new = established, move["new_price"]
+        if new == old or not (lasting or move["in_effect"]):
+            continue  # back to the price that held before a blip, or a blip itself
+        if lasting:
+            established = new
+        if week < since:
+            continue
+        kind = EVENT_LASTING if lasting else EVENT_PENDING
+        events.append({
+            "week": week.date().isoformat(), "old_price": old, "new_price": new, "change": new / old - 1,
+            "held_weeks": move["held"], "kind": kind,
+            "in_training_window": None if trained_until is None else bool(week <= trained_until),
+            "note": (f"list price {old:g} -> {new:g} from the week of {week.date()} ({kind}, held "
+                     f"{move['held']} sale weeks): a change the retailer made, not drift"),
+        })
+    return events
+
+
 # -- the product -------------------------------------------------------------------------
 @dataclass
 class DriftCheck:
@@ -461,6 +588,8 @@ def check_drift(
     data and params must give the same bytes.
     """
     _validate_rows(rows, stockcode, config)
+    if PRICE_TO_LIST in config.columns:
+        rows = with_price_to_list(rows, stockcode)
     if data_end is None or data_start is None:
         if rows.empty:
             raise DataValidationError(f"stockcode {stockcode}: no rows, and no data span given to place the windows")
@@ -477,8 +606,18 @@ def check_drift(
             horizon = min(horizon, pd.Timestamp(config.as_of) + pd.Timedelta(days=1))
         training = training_window(rows, split, horizon)
 
+    trained = training.rows if training is not None else None
+    known_training = trained is not None and len(trained) > 0
+    starts = [window_bounds(current_end, c).reference_start for c in config.comparisons]
+    starts += [pd.Timestamp(trained[DATE_COLUMN].min())] if known_training else []
+    trained_until = pd.Timestamp(trained[DATE_COLUMN].max()) if known_training else None
+    events = list_price_events(rows, stockcode, config, current_end, min(starts), trained_until)
+    # Judged given the price (price_to_list tested) the comparisons keep to the current list price;
+    # testing unit_price itself, a list-price change is drift, as it was before events.
+    given_the_price = PRICE_TO_LIST in config.columns
+    price_since = pd.Timestamp(events[-1]["week"]) if events and given_the_price else None
     outcomes = {
-        comparison.name: compare_windows(rows, comparison, config, current_end, data_start, training)
+        comparison.name: compare_windows(rows, comparison, config, current_end, data_start, training, price_since)
         for comparison in config.comparisons
     }
     statuses = [outcome.status for outcome in outcomes.values()]
@@ -501,6 +640,7 @@ def check_drift(
         "status": status,
         "drift_detected": status == STATUS_DRIFT,
         "reasons": _reasons(outcomes),
+        "events": events,
         "signals": _signals(config, outcomes),
         "gate": config.gate,
         "n_drifted_columns": n_drifted,
@@ -555,6 +695,12 @@ def _reasons(outcomes: Mapping[str, ComparisonOutcome]) -> list[str]:
                     "test_max_rows) or accept it with drift.gate: warn"
                 )
             reasons.append(reason)
+        elif (result.get("list_price_basis") or {}).get("shift_attributed_to_the_change"):
+            basis = result["list_price_basis"]
+            reasons.append(
+                f"{name} ({result['signal']}): a shift in {', '.join(basis['shift_attributed_to_the_change'])} across the "
+                f"list-price change of {basis['since']}, attributed to it ({basis['why']}): not drift"
+            )
         elif outcome.status == STATUS_INSUFFICIENT:
             reasons.append(
                 f"{name} ({result['signal']}): not judged, {result['reason']} "
@@ -564,7 +710,7 @@ def _reasons(outcomes: Mapping[str, ComparisonOutcome]) -> list[str]:
 
 
 def _validate_rows(rows: pd.DataFrame, stockcode: str, config: DriftConfig) -> None:
-    required = [DATE_COLUMN, *config.columns, *([INVOICE_COLUMN] if config.uses_training_window else [])]
+    required = [DATE_COLUMN, *config.source_columns, *([INVOICE_COLUMN] if config.uses_training_window else [])]
     missing = [column for column in required if column not in rows.columns]
     if missing:
         raise DataValidationError(f"drift check of {stockcode}: missing column(s) {', '.join(missing)}")
@@ -638,4 +784,7 @@ def _verdict_markdown(result: Mapping[str, Any]) -> str:
     for name, comparison in result["comparisons"].items():
         drifted = [c for c, v in comparison["columns"].items() if v["drifted"]]
         lines.append(f"| {name} | {comparison['status']} | {', '.join(drifted) or '-'} | {comparison['reason'] or '-'} |")
+    if result.get("events"):
+        lines += ["", "List-price events (the retailer's own changes: they retrain the product, they do not stop it):", ""]
+        lines += [f"- {event['note']}" for event in result["events"]]
     return "\n".join(lines)

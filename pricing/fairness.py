@@ -347,3 +347,89 @@ def assess(
         "checks": checks,
         "baseline": baseline_check,
     }
+
+
+# -- the formulation across products ---------------------------------------------------------
+POOLED_CHECKS = {"mean_outcome_difference": "excess_over_actual", "mae_diff": "value"}
+BASIS_OWN, BASIS_POOLED = "own_data", "pooled"
+
+
+def pool_gaps(members: Mapping[str, Mapping[str, Any]], *, confidence_level: float, min_products: int,
+              thresholds: Mapping[str, float]) -> dict[str, Any]:
+    """The model formulation's fairness across products: each gap's random-effects estimate
+    (statsmodels ``combine_effects``, Paule-Mandel between-product variance) over the products'
+    own gap estimates and bootstrap standard errors, judged as one product's gap is (wholly
+    inside ±threshold: passed; wholly beyond: failed; else not_assessable). ``members``: product
+    label -> its risk stage metrics; only products whose groups were big enough to measure count.
+    Fewer than ``min_products`` of them: not_assessable."""
+    from statsmodels.stats.meta_analysis import combine_effects  # heavy; only the decision needs it
+
+    checks: dict[str, Any] = {}
+    for check, field in POOLED_CHECKS.items():
+        effects, variances, labels = [], [], []
+        for label, metrics in members.items():
+            detail = ((metrics.get("checks") or {}).get(check)) or {}
+            interval = detail.get("interval") or {}
+            value, error = detail.get(field), interval.get("std_error")
+            if isinstance(value, (int, float)) and isinstance(error, (int, float)) and error > 0:
+                effects.append(float(value)), variances.append(float(error) ** 2), labels.append(label)
+        threshold = float(thresholds[check])
+        entry: dict[str, Any] = {"products": len(labels), "threshold": threshold}
+        if len(labels) < int(min_products):
+            entry.update(verdict=NOT_ASSESSABLE,
+                         why=f"{len(labels)} products with a measured gap, fewer than min_pool_products={min_products}")
+        else:
+            combined = combine_effects(np.array(effects), np.array(variances), method_re="iterated",
+                                       alpha=1 - float(confidence_level))
+            row = combined.summary_frame().loc["random effect"]
+            low, high = float(row["ci_low"]), float(row["ci_upp"])
+            entry.update(estimate=float(row["eff"]), std_error=float(row["sd_eff"]), low=low, high=high,
+                         between_product_variance=float(combined.tau2), verdict=interval_verdict(low, high, threshold))
+        checks[check] = entry
+    return {"verdict": _worst(tuple(c["verdict"] for c in checks.values())), "members": sorted(members),
+            "min_products": int(min_products), "confidence_level": float(confidence_level), "checks": checks}
+
+
+def judge_with_peers(own: Mapping[str, Any], pooled: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The fairness verdict of one candidate: its own data where that can tell, the formulation's
+    pooled verdict where it cannot. A gap clearly beyond the threshold on the product's own data
+    fails it; so does a formulation whose pooled gap is beyond; own data that cannot tell with a
+    pooled pass is a pass on the pooled basis. Not beating the baseline stays a failure."""
+    overall = own.get("verdict") or (PASSED if own.get("passed") is True else FAILED)
+    own_fairness = own.get("fairness_verdict") or overall
+    baseline_failed = overall == FAILED and own_fairness != FAILED
+    reasons = list(own.get("reasons") or [])
+    pooled_verdict = (pooled or {}).get("verdict")
+    basis = BASIS_OWN
+    if own_fairness == FAILED:
+        fairness = FAILED
+    elif pooled_verdict == FAILED:
+        fairness = FAILED
+        reasons.append(f"the formulation's gap pooled over {len(pooled['members'])} products is beyond the threshold: "
+                       + _pooled_text(pooled))
+    elif own_fairness == PASSED:
+        fairness = PASSED
+    elif pooled_verdict == PASSED:
+        fairness, basis = PASSED, BASIS_POOLED
+        told = f"fairness: own test split cannot tell; judged with its peers: {_pooled_text(pooled)}"
+        reasons = [*reasons, told] if baseline_failed else [told]
+    else:
+        fairness = NOT_ASSESSABLE
+        if pooled is not None:
+            reasons.append("judged with its peers, neither can tell: " + _pooled_text(pooled))
+    verdict = FAILED if baseline_failed else fairness
+    if verdict == PASSED and basis == BASIS_OWN:
+        reasons = []
+    return {"passed": verdict == PASSED, "verdict": verdict, "fairness_verdict": fairness, "basis": basis,
+            "reasons": reasons, "pooled": dict(pooled) if pooled is not None else None}
+
+
+def _pooled_text(pooled: Mapping[str, Any]) -> str:
+    parts = []
+    for check, entry in pooled["checks"].items():
+        if "low" in entry:
+            parts.append(f"{check} [{entry['low']:+.3f}, {entry['high']:+.3f}] vs ±{entry['threshold']} over "
+                         f"{entry['products']} products ({entry['verdict']})")
+        else:
+            parts.append(f"{check}: {entry['why']}")
+    return "; ".join(parts)

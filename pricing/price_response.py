@@ -99,13 +99,7 @@ def weekly_panel(lines: pl.DataFrame, horizon: datetime | None = None) -> pl.Dat
     # A week counts once it is complete: its Monday plus seven days lies before the data's end.
     end = horizon if horizon is not None else frame["invoice_date"].max()
     frame = frame.filter(pl.col(WEEK) + pl.duration(days=7) <= end)
-    modal = (
-        frame.filter(pl.col("is_registered") == 1)
-        .group_by(PRODUCT, WEEK, "unit_price").len()
-        .sort([PRODUCT, WEEK, "len", "unit_price"], descending=[False, False, True, True])
-        .unique([PRODUCT, WEEK], keep="first", maintain_order=True)
-        .select(PRODUCT, WEEK, pl.col("unit_price").alias("list_price"))
-    )
+    modal = modal_list_price(frame)
     volume = frame.group_by(PRODUCT, WEEK).agg(
         pl.col("quantity").sum().cast(pl.Float64).alias("units"), pl.len().alias("lines"),
         (pl.col("quantity") * pl.col("unit_price")).sum().cast(pl.Float64).alias("takings"))
@@ -121,21 +115,44 @@ def weekly_panel(lines: pl.DataFrame, horizon: datetime | None = None) -> pl.Dat
     )
 
 
-def lasting_changes(panel: pl.DataFrame, min_change: float, hold_weeks: int, min_before: int = 1) -> pl.DataFrame:
-    """Every week where a product's list price moved by >= ``min_change`` from the sale week
-    before and then held ``hold_weeks`` sale weeks, with >= ``min_before`` sale weeks before it."""
+def modal_list_price(frame: pl.DataFrame) -> pl.DataFrame:
+    """The list price in effect per product and week (columns stockcode, week, list_price): the
+    most common unit price among the week's registered-buyer lines (ties: the higher price).
+    Weeks without a registered line are absent; callers carry the last known price forward."""
+    return (
+        frame.filter(pl.col("is_registered") == 1)
+        .group_by(PRODUCT, WEEK, "unit_price").len()
+        .sort([PRODUCT, WEEK, "len", "unit_price"], descending=[False, False, True, True])
+        .unique([PRODUCT, WEEK], keep="first", maintain_order=True)
+        .select(PRODUCT, WEEK, pl.col("unit_price").alias("list_price"))
+    )
+
+
+def price_moves(panel: pl.DataFrame, min_change: float) -> pl.DataFrame:
+    """Every sale week where a product's list price moved by >= ``min_change`` from the sale week
+    before: its old and new price, ``held`` (sale weeks in a row at the new price, this one
+    included) and ``in_effect`` (the new price is still the product's last one in the panel)."""
     step = math.log1p(float(min_change))
     rows = []
     for (stockcode,), weeks in panel.sort(PRODUCT, WEEK).group_by(PRODUCT, maintain_order=True):
         prices = weeks["list_price"].to_numpy()
         dates = weeks[WEEK].to_list()
-        for i in range(max(int(min_before), 1), len(prices) - int(hold_weeks) + 1):
-            if abs(math.log(prices[i] / prices[i - 1])) >= step - 1e-12 and (prices[i:i + hold_weeks] == prices[i]).all():
-                rows.append({PRODUCT: stockcode, WEEK: dates[i], "index": i,
-                             "old_price": float(prices[i - 1]), "new_price": float(prices[i])})
-    schema = {PRODUCT: panel.schema[PRODUCT], WEEK: panel.schema[WEEK], "index": pl.Int64,
-              "old_price": pl.Float64, "new_price": pl.Float64}
+        for i in range(1, len(prices)):
+            if abs(math.log(prices[i] / prices[i - 1])) >= step - 1e-12:
+                run = int(np.argmax(np.append(prices[i:] != prices[i], True)))
+                rows.append({PRODUCT: stockcode, WEEK: dates[i], "index": i, "old_price": float(prices[i - 1]),
+                             "new_price": float(prices[i]), "held": run, "in_effect": i + run == len(prices)})
+    schema = {PRODUCT: panel.schema[PRODUCT], WEEK: panel.schema[WEEK], "index": pl.Int64, "old_price": pl.Float64,
+              "new_price": pl.Float64, "held": pl.Int64, "in_effect": pl.Boolean}
     return pl.DataFrame(rows, schema=schema)
+
+
+def lasting_changes(panel: pl.DataFrame, min_change: float, hold_weeks: int, min_before: int = 1) -> pl.DataFrame:
+    """Every week where a product's list price moved by >= ``min_change`` from the sale week
+    before and then held ``hold_weeks`` sale weeks, with >= ``min_before`` sale weeks before it."""
+    return (price_moves(panel, min_change)
+            .filter((pl.col("held") >= int(hold_weeks)) & (pl.col("index") >= max(int(min_before), 1)))
+            .select(PRODUCT, WEEK, "index", "old_price", "new_price"))
 
 
 def _demean(values: np.ndarray, groups: Sequence[np.ndarray], tol: float = 1e-10, max_iter: int = 500) -> np.ndarray:

@@ -266,6 +266,8 @@ def drift_verdict(drift_metrics: Mapping[str, Any]) -> dict[str, Any]:
         "status": status,
         "drift_detected": bool(drift_metrics.get("drift_detected")) or status == "drift",
         "drifted_columns": drifted_columns(drift_metrics),
+        # the retailer's own list-price changes the check saw: events the candidate retrains on, not drift
+        "events": [dict(event) for event in drift_metrics.get("events") or [] if isinstance(event, Mapping)],
     }
 
 
@@ -287,6 +289,20 @@ def risk_verdicts(risk_metrics: Mapping[str, Any]) -> dict[str, Any]:
         if isinstance(risk_metrics.get(section), Mapping):
             verdicts[section] = dict(risk_metrics[section])
     return verdicts
+
+
+def peer_risk_metrics(histories: Mapping[str, list[Record]], stockcode: str) -> dict[str, dict[str, Any]]:
+    """The risk-stage metrics of every other stockcode's latest decision that measured them, by
+    ``<stockcode>@<model version>``: the peers a candidate's fairness is pooled with."""
+    peers = {}
+    for code, records in sorted(histories.items()):
+        if code == stockcode:
+            continue
+        trained = next((r for r in reversed(records)
+                        if isinstance(r.metrics.get("risk"), Mapping) and r.metrics["risk"].get("checks")), None)
+        if trained is not None:
+            peers[f"{code}@{trained.model_version}"] = dict(trained.metrics["risk"])
+    return peers
 
 
 # -- the store ---------------------------------------------------------------------------------
@@ -451,7 +467,10 @@ def describe(record: Record, detailed: bool = True) -> str:
         f"  drift      {drift.get('status')}"
         + (f" (columns: {', '.join(drift.get('drifted_columns') or [])})" if drift.get("drifted_columns") else "")
     )
-    lines.append(f"  risk gate  {fairness.get('verdict') or ('passed' if fairness.get('passed') else 'failed')}")
+    basis = f" (basis: {fairness['basis']})" if fairness.get("basis") else ""
+    lines.append(f"  risk gate  {fairness.get('verdict') or ('passed' if fairness.get('passed') else 'failed')}{basis}")
+    for event in drift.get("events") or []:
+        lines.append(f"  event      {event.get('note')}")
     for reason in record.reasons or fairness.get("reasons") or []:
         lines.append(f"             - {reason}")
     if record.overrides:

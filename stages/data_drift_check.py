@@ -11,6 +11,7 @@ written.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pandas as pd
 import pyarrow.parquet as pq
@@ -20,6 +21,7 @@ from pricing.as_of import parse_as_of
 from pricing.drift import DATE_COLUMN, DriftConfig, check_drift, render_report_html
 from pricing.errors import DataValidationError
 from pricing.layout import Layout, load_params
+from pricing.price_response import ResponseConfig
 from pricing.split import INVOICE_COLUMN, SplitConfig
 from pricing.stockcodes import normalise_stockcode
 from stages.common import atomic_path, run_stage, stockcode_arg, write_json
@@ -78,11 +80,13 @@ def main(argv: list[str]) -> None:
     stockcode = stockcode_arg(argv)
     layout = Layout()
     params = load_params(layout.root)
-    config = DriftConfig.from_params({**drift_section(params), "as_of": parse_as_of(params.get(AS_OF))})
+    events = ResponseConfig.from_params(params.get("price_response_catalogue"))
+    config = replace(DriftConfig.from_params({**drift_section(params), "as_of": parse_as_of(params.get(AS_OF))}),
+                     event_min_change=float(events.min_change), event_hold_weeks=int(events.hold_weeks))
     split = SplitConfig.from_params(params.get("split"))
     # The data holds normalised stock codes; outputs keep the name dvc.yaml was given.
     product = normalise_stockcode(stockcode)
-    rows, data_start, data_end = load_product_rows(layout, product, [INVOICE_COLUMN, *config.columns])
+    rows, data_start, data_end = load_product_rows(layout, product, [INVOICE_COLUMN, *config.source_columns])
     check = check_drift(rows, product, config, data_start=data_start, data_end=data_end, split=split)
 
     with atomic_path(layout.drift_report(stockcode)) as tmp:
@@ -98,6 +102,8 @@ def main(argv: list[str]) -> None:
         f"data_drift_check@{stockcode}: {result['status']} ({per_comparison}); "
         f"gate {result['gate']} -> {layout.drift_metrics(stockcode)}"
     )
+    for event in result["events"]:
+        print(f"data_drift_check@{stockcode}: {event['note']}")
 
 
 if __name__ == "__main__":

@@ -13,6 +13,9 @@ import yaml
 from scipy import stats
 
 from pricing.drift import (
+    EVENT_LASTING,
+    EVENT_PENDING,
+    PRICE_TO_LIST,
     STATUS_DRIFT,
     STATUS_INSUFFICIENT,
     STATUS_OK,
@@ -82,7 +85,8 @@ PARAMS = {
 }
 
 
-def make_sales(n_weeks: int = N_WEEKS, lines_per_day: int = 8, seed: int = 0) -> pd.DataFrame:
+def make_sales(n_weeks: int = N_WEEKS, lines_per_day: int = 8, seed: int = 0,
+               price_weights: tuple[float, float, float] = (0.5, 0.3, 0.2)) -> pd.DataFrame:
     """A steady product: the same price points, quantities, hours and buyers every week."""
     rng = np.random.default_rng(seed)
     days = [
@@ -99,7 +103,7 @@ def make_sales(n_weeks: int = N_WEEKS, lines_per_day: int = 8, seed: int = 0) ->
             "stockcode": STOCKCODE,
             "invoice_no": [f"{500000 + i}" for i in range(n)],
             "invoice_date": dates,
-            "unit_price": rng.choice([2.55, 2.95, 3.25], n, p=[0.5, 0.3, 0.2]),
+            "unit_price": rng.choice([2.55, 2.95, 3.25], n, p=list(price_weights)),
             "quantity": rng.choice([1, 2, 3, 4, 6, 12, 24, 32], n),
             "hour": hour.astype("int8"),
             "day_of_week": dates.dayofweek.astype("int8"),
@@ -403,6 +407,105 @@ def test_the_same_verdict_renders_the_same_page(sales, config):
     first, again = (render_report_html(run_check(sales, config)) for _ in range(2))
     assert first == again
     assert "6ba7b810-9dad-11d1-80b4-00c04fd430c8" in first  # the bundle's own constants are left alone
+
+
+# -- list-price changes are events; drift is judged given the price -----------------------
+def _given_the_price(params: dict) -> dict:
+    """``params`` with ``price_to_list`` tested where ``unit_price`` was, as params.yaml does."""
+    swap = lambda columns: [PRICE_TO_LIST if c == "unit_price" else c for c in columns]  # noqa: E731
+    tests = {PRICE_TO_LIST if c == "unit_price" else c: t for c, t in params["tests"].items()}
+    comparisons = {name: {**spec, "columns": swap(spec["columns"])} for name, spec in params["comparisons"].items()}
+    return {**params, "tests": tests, "comparisons": comparisons}
+
+
+@pytest.fixture(scope="module")
+def priced_config() -> DriftConfig:
+    return DriftConfig.from_params(_given_the_price(PARAMS))
+
+
+@pytest.fixture(scope="module")
+def listed() -> pd.DataFrame:
+    """Sales whose list price (2.55) is most lines' price, as a real product's is: with the
+    hand-made 50/30/20 mix a week's registered-buyer mode flips now and then."""
+    return make_sales(price_weights=(0.7, 0.2, 0.1))
+
+
+def test_params_yaml_judges_drift_given_the_price():
+    drift = load_params(Layout().root)["drift"]
+    tested = {c for spec in drift["comparisons"].values() for c in spec["columns"]}
+    assert PRICE_TO_LIST in tested and "unit_price" not in tested
+
+
+def raise_list_price(rows: pd.DataFrame, weeks_ago: int, factor: float) -> pd.DataFrame:
+    since = in_last_weeks(rows, weeks_ago)
+    return rows.assign(unit_price=rows["unit_price"].where(~since, rows["unit_price"] * factor))
+
+
+def test_a_lasting_list_price_change_is_an_event_not_drift(listed, config, priced_config):
+    raised = raise_list_price(listed, 14, 1.1)
+    assert run_check(raised, config).result["status"] == STATUS_DRIFT  # unit_price tested: the change stops it
+    result = run_check(raised, priced_config).result
+    assert result["status"] == STATUS_OK, result["reasons"]
+    [event] = result["events"]
+    assert event["kind"] == EVENT_LASTING and event["held_weeks"] == 14
+    assert (event["old_price"], event["new_price"]) == pytest.approx((2.55, 2.805))
+    assert event["week"] == (LAST_WEEK_END - pd.Timedelta(weeks=14)).date().isoformat()
+    assert event["in_training_window"] is True  # the candidate's train split reaches the new price
+    assert "a change the retailer made, not drift" in event["note"]
+
+
+def test_a_list_price_change_in_the_current_week_is_a_pending_event(listed, priced_config):
+    result = run_check(raise_list_price(listed, 1, 1.3), priced_config).result
+    assert result["status"] == STATUS_OK, result["reasons"]
+    [event] = result["events"]
+    assert event["kind"] == EVENT_PENDING and event["held_weeks"] == 1
+    assert event["in_training_window"] is False
+
+
+def test_a_one_week_price_blip_long_gone_is_no_event(listed, priced_config):
+    week = (listed["invoice_date"] >= LAST_WEEK_END - pd.Timedelta(weeks=6)) & ~in_last_weeks(listed, 5)
+    blip = listed.assign(unit_price=listed["unit_price"].where(~week, listed["unit_price"] * 1.2))
+    assert run_check(blip, priced_config).result["events"] == []
+
+
+def test_dearer_prices_off_the_list_are_drift_given_the_price(listed, priced_config):
+    # The list price (the registered buyers' modal 2.55) holds; the lines above it get 30 % dearer.
+    current = in_last_weeks(listed, 1) & (listed["unit_price"] > 2.55)
+    dearer = listed.assign(unit_price=listed["unit_price"].where(~current, listed["unit_price"] * 1.3))
+    result = run_check(dearer, priced_config).result
+    assert result["events"] == []
+    assert result["status"] == STATUS_DRIFT
+    assert result["comparisons"]["weekly"]["columns"][PRICE_TO_LIST]["drifted"]
+
+
+def test_demand_answering_a_list_price_change_is_judged_at_the_new_price(listed, priced_config):
+    # From six weeks ago the price is 30 % up and every line buys half as much: the weekly
+    # reference keeps its five weeks at the new price, where quantities did not move.
+    since = in_last_weeks(listed, 6)
+    answered = raise_list_price(listed, 6, 1.3).assign(
+        quantity=listed["quantity"].where(~since, np.maximum(listed["quantity"] // 2, 1)))
+    result = run_check(answered, priced_config).result
+    weekly = result["comparisons"]["weekly"]
+    assert weekly["list_price_basis"]["reference"] == "since_the_change"
+    assert weekly["reference"]["rows"] == int((since & ~in_last_weeks(listed, 1)).sum())
+    assert weekly["status"] == STATUS_OK and result["status"] == STATUS_OK, result["reasons"]
+    # A (stronger) answer to a change only two weeks old: too few lines at the new price to judge
+    # by, so the whole reference is used, and the record says why.
+    recent = in_last_weeks(listed, 2)
+    fresh = raise_list_price(listed, 2, 1.3).assign(quantity=listed["quantity"].where(~recent, 1))
+    result = run_check(fresh, priced_config).result
+    basis = result["comparisons"]["weekly"]["list_price_basis"]
+    assert basis["reference"] == "mixed" and "fewer than min_reference_rows=100" in basis["why"]
+    # Single units show against the older weeks, at the old price: the change's own doing.
+    assert basis["shift_attributed_to_the_change"] == ["quantity"]
+    assert result["status"] == STATUS_OK and not result["columns"]["quantity"]["drifted"]
+    assert any("attributed to it" in reason for reason in result["reasons"])
+
+
+def test_testing_unit_price_itself_a_list_price_change_is_still_drift(listed, config):
+    result = run_check(raise_list_price(listed, 1, 1.3), config).result
+    assert result["status"] == STATUS_DRIFT and result["columns"]["unit_price"]["drifted"]
+    assert result["events"][0]["kind"] == EVENT_PENDING  # recorded all the same
 
 
 # -- the stage ---------------------------------------------------------------------------

@@ -5,7 +5,17 @@ import math
 import numpy as np
 import pytest
 
-from pricing.fairness import assess, group_metrics
+from pricing.fairness import (
+    BASIS_OWN,
+    BASIS_POOLED,
+    FAILED,
+    NOT_ASSESSABLE,
+    PASSED,
+    assess,
+    group_metrics,
+    judge_with_peers,
+    pool_gaps,
+)
 
 DEFAULTS = dict(attribute="is_registered", privileged_group=1, min_group_count=2,
                 mean_outcome_difference_threshold=0.25, mae_diff_threshold=0.25,
@@ -169,3 +179,71 @@ def test_a_failed_baseline_check_makes_the_verdict_failed_even_when_fairness_is_
     y, pred, groups = residual_case(100, 12, 0.0, 0.1)
     verdict = run(y, pred, groups, **{**STRICT, "require_beat_baseline": True, "model_rmsle": 0.9})
     assert verdict["verdict"] == "failed" and verdict["fairness_verdict"] == "not_assessable"
+
+
+# -- the formulation across products -----------------------------------------------------------
+THRESHOLDS = {"mean_outcome_difference": 0.25, "mae_diff": 0.25}
+
+
+def _measured(gap: float, error: float, verdict: str = NOT_ASSESSABLE) -> dict:
+    interval = {"low": gap - 2 * error, "high": gap + 2 * error, "std_error": error}
+    return {"verdict": verdict, "fairness_verdict": verdict, "passed": verdict == PASSED, "reasons": ["own: cannot tell"],
+            "checks": {"mean_outcome_difference": {"excess_over_actual": gap, "interval": interval},
+                       "mae_diff": {"value": gap / 2, "interval": interval}}}
+
+
+def _pool(members, min_products=5):
+    return pool_gaps(members, confidence_level=0.95, min_products=min_products, thresholds=THRESHOLDS)
+
+
+def test_pooling_narrows_what_no_product_can_tell_alone():
+    # Ten products, each gap ~0.05 with a standard error of 0.15: every own interval straddles
+    # ±0.25; pooled, the interval is about a third as wide and wholly inside.
+    members = {f"P{i}": _measured(0.05 + 0.01 * (i % 3), 0.15) for i in range(10)}
+    pooled = _pool(members)
+    entry = pooled["checks"]["mean_outcome_difference"]
+    assert entry["products"] == 10 and entry["verdict"] == PASSED
+    assert entry["high"] - entry["low"] < (4 * 0.15) / 2.5
+    assert pooled["verdict"] == PASSED and pooled["members"] == sorted(members)
+    judged = judge_with_peers(members["P0"], pooled)
+    assert judged["passed"] and judged["basis"] == BASIS_POOLED and judged["verdict"] == PASSED
+    assert "judged with its peers" in judged["reasons"][0]
+
+
+def test_a_formulation_that_is_unfair_across_products_fails_the_pool():
+    members = {f"P{i}": _measured(0.45, 0.15) for i in range(10)}
+    pooled = _pool(members)
+    assert pooled["checks"]["mean_outcome_difference"]["verdict"] == FAILED
+    judged = judge_with_peers(members["P0"], pooled)
+    assert judged["verdict"] == FAILED and not judged["passed"]
+
+
+def test_too_few_products_leave_the_pool_unable_to_tell():
+    members = {f"P{i}": _measured(0.0, 0.05) for i in range(3)}
+    pooled = _pool(members)
+    assert pooled["verdict"] == NOT_ASSESSABLE and "fewer than min_pool_products=5" in pooled["checks"]["mae_diff"]["why"]
+    assert judge_with_peers(members["P0"], pooled)["verdict"] == NOT_ASSESSABLE
+
+
+def test_own_data_decides_where_it_can_tell():
+    peers = {f"P{i}": _measured(0.0, 0.02) for i in range(10)}
+    clearly_beyond = _measured(0.6, 0.05, FAILED)
+    assert judge_with_peers(clearly_beyond, _pool({**peers, "ME": clearly_beyond}))["verdict"] == FAILED
+    own_pass = _measured(0.0, 0.02, PASSED)
+    judged = judge_with_peers(own_pass, None)
+    assert judged["passed"] and judged["basis"] == BASIS_OWN and judged["reasons"] == []
+
+
+def test_not_beating_the_baseline_stays_a_failure_with_a_pooled_pass():
+    peers = {f"P{i}": _measured(0.0, 0.05) for i in range(10)}
+    own = {**_measured(0.0, 0.15), "verdict": FAILED, "reasons": ["does not beat the naive baseline"]}
+    judged = judge_with_peers(own, _pool({**peers, "ME": own}))
+    assert judged["verdict"] == FAILED and judged["fairness_verdict"] == PASSED
+    assert judged["reasons"][0] == "does not beat the naive baseline"
+
+
+def test_products_whose_groups_were_too_small_do_not_count_in_the_pool():
+    small = {"verdict": NOT_ASSESSABLE, "checks": {"mean_outcome_difference": {"excess_over_actual": 0.9, "interval": None},
+                                                     "mae_diff": {"value": 0.9, "interval": None}}}
+    members = {**{f"P{i}": _measured(0.0, 0.05) for i in range(5)}, "SMALL": small}
+    assert _pool(members)["checks"]["mean_outcome_difference"]["products"] == 5

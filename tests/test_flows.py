@@ -445,9 +445,10 @@ def test_two_make_run_style_runs_at_once_in_one_checkout_keep_their_own_override
 
 
 @pytest.mark.slow
-def test_real_risk_gate_rejects_and_the_record_says_why(prefect_api, tmp_path, monkeypatch):
+def test_a_real_risk_gate_that_cannot_tell_is_no_rejection_and_the_record_says_why(prefect_api, tmp_path, monkeypatch):
     """The real risk stage, with a real param no real test split can meet: 10,000 lines per
-    group. The candidate is rejected, never served, and the record carries the reason."""
+    group. Fairness cannot be told (nor pooled: no peer in the store), so the decision is
+    insufficient_data — not a rejection — never served, and the record carries the reason."""
     sys.path.insert(0, str(Path(__file__).parent))
     import json
 
@@ -466,13 +467,15 @@ def test_real_risk_gate_rejects_and_the_record_says_why(prefect_api, tmp_path, m
     state, summary = run_flow(root, stockcodes=[SC], overrides=tiny)
     assert state.is_completed(), state.message
     outcome = only(summary)
-    assert outcome["status"] == "rejected", outcome["message"]
+    assert outcome["status"] == registry.INSUFFICIENT_DATA, outcome["message"]
     risk = json.loads(Layout(root).risk_metrics(SC).read_text())
     assert risk["verdict"] == "not_assessable" and risk["passed"] is False
     assert risk["counts"]["min_group_count"] == 10000
     record = registry.latest(tmp_path / "registry", SC)
-    assert record.decision == registry.REJECTED
-    assert any("fewer than min_group_count=10000" in reason for reason in record.reasons), record.reasons
+    assert record.decision == registry.INSUFFICIENT_DATA
+    assert record.reasons[0].startswith("fairness cannot be told"), record.reasons
+    assert "fewer than min_group_count=10000" in record.reasons[0]
+    assert "fewer than min_pool_products=5" in record.reasons[0]
     assert registry.approved_model(SC, tmp_path / "registry") is None
 
 
