@@ -51,9 +51,10 @@ def served_or_error(catalogue: ModelCatalogue, stockcode: str):
         failure = catalogue.failures[stockcode]
         raise ApiError(503, "model_not_loaded", f"the approved model of {stockcode} could not be loaded: "
                                                 f"{failure.error}", stockcode=stockcode)
-    if stockcode in catalogue.unapproved:
-        raise ApiError(503, "no_approved_model", f"{stockcode} has no approved model (latest decision: "
-                                                 f"{catalogue.unapproved[stockcode]})", stockcode=stockcode)
+    if stockcode in catalogue.unserved:
+        unserved = catalogue.unserved[stockcode]
+        raise ApiError(503, "no_approved_model", f"{stockcode}: nothing servable: {unserved.why}",
+                       stockcode=stockcode, latest_decision=unserved.latest)
     if catalogue.store_error:
         raise ApiError(503, "registry_unavailable", catalogue.store_error, stockcode=stockcode)
     raise ApiError(404, "unknown_stockcode", f"no model of stockcode {stockcode!r} in the registry store",
@@ -71,6 +72,8 @@ def not_ready_because(catalogue: ModelCatalogue) -> str | None:
         return None
     if catalogue.failures:
         return "every approved model failed to load"
+    if catalogue.unserved:
+        return "nothing servable: " + "; ".join(f"{sc}: {u.why}" for sc, u in sorted(catalogue.unserved.items()))
     return f"no approved model in the registry store {catalogue.store.location}"
 
 
@@ -165,7 +168,10 @@ def create_app(settings: Settings | None = None) -> Flask:
         body = {
             "models": {sc: served.version for sc, served in sorted(catalogue.models.items())},
             "failures": catalogue.failure_report(),
-            "unapproved": dict(sorted(catalogue.unapproved.items())),
+            "unapproved": {sc: unserved.latest for sc, unserved in sorted(catalogue.unserved.items())},
+            # Why each stockcode serves what it serves, or nothing (pins, rollbacks, revocations).
+            "serving": dict(sorted({**catalogue.why_served,
+                                    **{sc: unserved.why for sc, unserved in catalogue.unserved.items()}}.items())),
             "registry": settings.registry,
             "dvc_remote": settings.dvc_remote,
             "last_refresh": catalogue.last_refresh_at,

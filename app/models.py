@@ -1,10 +1,14 @@
-"""The models the API serves: each stockcode's last approved record, loaded from the remote.
+"""The models the API serves: each stockcode's served record (``pricing.registry.serving``: the
+latest approval or signed-off candidate, unless a pin, rollback or revocation says otherwise),
+loaded from the remote.
 
 A ``ServedModel`` holds what answering needs, in memory: the portable network (NumPy), the
 product's recent lines (the demand curve's context), its price evidence and the lineage's own
 recommendation. ``ModelCatalogue`` keeps one per stockcode and refreshes them from the
-registry store: a newer approval replaces the old model only once it has loaded completely;
-a failed load keeps the model already served and is reported (``/ready``).
+registry store: a newer approval (or a pin, a rollback) replaces the old model only once the
+new one has loaded completely; a failed load keeps the model already served, unless it was
+revoked, and is reported (``/ready``). A stockcode with nothing servable (only candidates,
+everything revoked…) serves nothing, and ``/ready`` and its answers say why.
 """
 from __future__ import annotations
 
@@ -28,7 +32,7 @@ from pricing.features import LIST_PRICE, list_price_features
 from pricing.layout import SPLITS, Layout
 from pricing.portable import PortableModel
 from pricing.price_response import WeeklyDemand, weekly_demand
-from pricing.registry import Record, RegistryStore, output_md5
+from pricing.registry import Record, RegistryStore, decisions, output_md5, serving
 
 log = logging.getLogger(__name__)
 LAYOUT = Layout()  # paths relative to a project root: as dvc.lock records them
@@ -295,6 +299,14 @@ def check_filed_under(stockcode: str, history: list[Record]) -> None:
             f"refused until removed")
 
 
+@dataclass(frozen=True)
+class Unserved:
+    """A stockcode with decisions but nothing servable: its latest decision, and why."""
+
+    latest: str
+    why: str
+
+
 @dataclass
 class Failure:
     stockcode: str
@@ -314,7 +326,8 @@ class ModelCatalogue:
         self.store, self.remote, self.reload_seconds = store, remote, reload_seconds
         self.models: dict[str, ServedModel] = {}
         self.failures: dict[str, Failure] = {}
-        self.unapproved: dict[str, str] = {}  # stockcode -> latest decision (never approved)
+        self.unserved: dict[str, Unserved] = {}  # stockcodes with decisions but nothing servable
+        self.why_served: dict[str, str] = {}  # stockcode -> why its model is the served one
         self.store_error: str | None = None
         self.store_empty = False  # the store was read and holds no decision at all
         self.last_refresh: float | None = None
@@ -348,40 +361,50 @@ class ModelCatalogue:
 
     def known(self) -> set[str]:
         """Stockcodes served, failed or seen undecided."""
-        return set(self.models) | set(self.failures) | set(self.unapproved)
+        return set(self.models) | set(self.failures) | set(self.unserved)
 
     def _withdraw(self, stockcode: str) -> None:
         """The store holds no decision about ``stockcode`` any more: nothing approves serving it."""
         if stockcode in self.models:
             log.warning("%s: no decision left in the registry store: model %s withdrawn", stockcode,
                         self.models[stockcode].version)
-        for known in (self.models, self.failures, self.unapproved):
+        for known in (self.models, self.failures, self.unserved, self.why_served):
             known.pop(stockcode, None)
 
     def _refresh_one(self, stockcode: str) -> None:
         try:
-            history = self.store.history(stockcode)
+            items = [entry.item for entry in self.store.entries(stockcode)]
+            history = decisions(items)
             if not history:
                 self._withdraw(stockcode)
                 return
             check_filed_under(stockcode, history)
+            chosen = serving(stockcode, items)
         except Exception as error:  # noqa: BLE001 - one product's records never stop the others
             self._fail(stockcode, None, f"registry: {type(error).__name__}: {error}", error)
             return
-        approved = next((r for r in reversed(history) if r.approved), None)
-        if approved is None:
-            self.unapproved[stockcode] = history[-1].decision
-            return
-        self.unapproved.pop(stockcode, None)
         served = self.models.get(stockcode)
-        if served is not None and served.record == approved:
+        if chosen.record is None:  # nothing servable: a model served until now is withdrawn
+            if served is not None:
+                log.warning("%s: model %s withdrawn: %s", stockcode, served.version, chosen.why)
+            for known in (self.models, self.failures, self.why_served):
+                known.pop(stockcode, None)
+            self.unserved[stockcode] = Unserved(history[-1].decision, chosen.why)
+            return
+        self.unserved.pop(stockcode, None)
+        if served is not None and served.record == chosen.record:
             self.failures.pop(stockcode, None)
+            self.why_served[stockcode] = chosen.why
             return
         try:
-            self.models[stockcode] = load_model(approved, self.remote)
+            self.models[stockcode] = load_model(chosen.record, self.remote)
             self.failures.pop(stockcode, None)
+            self.why_served[stockcode] = chosen.why
         except Exception as error:  # noqa: BLE001 - load_model raises LoadError; anything else is a bug, still this product's
-            self._fail(stockcode, approved.model_version, str(error), error)
+            if served is not None and served.version in chosen.revoked:  # never kept: revoked
+                del self.models[stockcode]
+                self.why_served.pop(stockcode, None)
+            self._fail(stockcode, chosen.record.model_version, str(error), error)
 
     def _fail(self, stockcode: str, version: str | None, message: str, error: Exception) -> None:
         self.failures[stockcode] = Failure(stockcode, version, message)

@@ -149,6 +149,10 @@ def openapi_document(max_bins: int, max_batch: int, max_points: int, min_price: 
                             "models": {"type": "object", "additionalProperties": {"type": "string"}},
                             "failures": {"type": "array", "items": {"$ref": "#/components/schemas/LoadFailure"}},
                             "unapproved": {"type": "object", "additionalProperties": {"type": "string"}},
+                            "serving": {"type": "object", "additionalProperties": {"type": "string"},
+                                        "description": "Why each stockcode serves its model (approved, signed "
+                                                       "off, pinned, rolled back), or why nothing (revoked, "
+                                                       "a candidate awaiting a sign-off)."},
                             "registry_error": {"type": "string"},
                             "last_refresh": {"type": ["string", "null"]}}}
     model = {"type": "object", "required": ["stockcode", "model_version", "decided_at", "lineage", "stages"],

@@ -111,7 +111,7 @@ def outcome_of(state: State | None) -> str:
 
 
 def count_outcomes(outcomes: list[str]) -> str:
-    """``3 products: 1 approved, 1 rejected, 1 insufficient_data, 0 drift, 0 failed``."""
+    """``3 products: 1 approved, 0 candidate, 1 rejected, 1 insufficient_data, 0 drift, 0 failed``."""
     counts = ", ".join(f"{outcomes.count(name)} {name}" for name in OUTCOMES)
     return f"{len(outcomes)} product{'s' if len(outcomes) != 1 else ''}: {counts}"
 
@@ -140,7 +140,11 @@ def backfill(
         as_of: Run as of this date (YYYY-MM-DD): every stage sees only the lines on or before it.
             Empty: all the data.
         overrides: params.yaml overrides for these runs only, as `dvc exp run -S` takes them
-            (e.g. ["tune.n_trials=10"]).
+            (e.g. ["tune.n_trials=10"]). Only the keys in governance.approvable_overrides
+            (tuning budget, SHAP sizes) keep a run approvable: overriding a gate (risk.*, drift.*,
+            price_response.*, as_of, ...) makes a passing run a candidate, served only once
+            signed off (`python -m flows.lineage_cli approve <sc> <version> --by NAME --reason
+            TEXT`). An overridden run never lands in the checkout's dvc.lock.
         deployment: The per-product deployment each stockcode runs as.
         timeout_seconds: How long to wait for all the product runs to finish.
     """

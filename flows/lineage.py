@@ -6,10 +6,18 @@
 Outcomes per stockcode:
 - ``drift``: the data drifted; nothing is trained, the served model stays.
 - ``insufficient_data``: too few lines to train (``orchestration.min_product_lines``); recorded.
-- ``rejected``: the candidate failed the risk gate; recorded with its reasons.
-- ``approved``: the candidate's lineage is pushed to the DVC remote and recorded.
+- ``rejected``: the candidate failed the risk gate; recorded with its reasons (whatever it overrode).
+- ``candidate``: it passed every gate, but the run overrode a param outside
+  ``governance.approvable_overrides`` (a gate's threshold, the drift gate, ``as_of``…): its
+  lineage is pushed and recorded with its verdicts, but it is not served until someone signs it
+  off (``python -m flows.lineage_cli approve <sc> <version> --by NAME --reason TEXT``).
+- ``approved``: the candidate's lineage is pushed to the DVC remote and recorded; it is served
+  (unless a pin holds another version, see ``pricing.registry.serving``).
 - ``failed``: a stage failed or the run was refused (the message says which and why); nothing
   of it is committed or approved, and its workspace is kept for a look.
+
+Only an ``approved`` run of a product in the checkout's ``params.yaml`` made with no override
+at all lands its lineage in the checkout (``tasks.workspace.lands``).
 """
 from __future__ import annotations
 
@@ -31,7 +39,7 @@ from prefect import flow, get_run_logger
 from prefect.states import Completed, Failed, State
 
 from flows import artifacts
-from pricing import registry
+from pricing import governance, registry
 from pricing.as_of import PARAM as AS_OF
 from pricing.catalogue import normalise_stockcode, product_line_counts
 from pricing.drift_gate import STATUS_INSUFFICIENT, STATUS_OK, DriftGate, decide
@@ -48,7 +56,8 @@ TRAINING = (PREPROCESS, TUNE, INFERENCE, RISK)
 DRIFT_STOPPED = "drift"
 FAILED = "failed"
 # What a product's run can end in; `lineage-product` runs end in a state of that name.
-OUTCOMES = (registry.APPROVED, registry.REJECTED, registry.INSUFFICIENT_DATA, DRIFT_STOPPED, FAILED)
+OUTCOMES = (registry.APPROVED, registry.CANDIDATE, registry.REJECTED, registry.INSUFFICIENT_DATA, DRIFT_STOPPED,
+            FAILED)
 DEFAULT_WAIT_SECONDS = 1800
 DEFAULT_MIN_LINES = 100
 DEFAULT_CONCURRENCY = 2
@@ -160,6 +169,19 @@ def _stages_in(ws: workspace.Workspace, store: registry.RegistryStore, overrides
         return insufficient(f"candidate not approved: {gate.reason}", lineage_stages(stockcode), metrics, drift,
                             version=registry.output_md5(lock, model_path))
 
+    locked = governance.locked_overrides(overrides, governance.approvable_overrides(load_params(ws.project)))
+    if locked:
+        reason = governance.candidate_reason(locked)
+        recorded = approve_model(str(root), stockcode, metrics, verdicts, overrides, str(store.location), ws.git,
+                                 decision=registry.CANDIDATE, reasons=[reason])
+        version = recorded["record"]["model_version"]
+        message = (f"{stockcode}: candidate {version} passed every gate but is not served: {reason} — "
+                   f"python -m flows.lineage_cli approve {stockcode} {version} --by NAME --reason TEXT; "
+                   f"{_keep(served_version)}")
+        logger.warning(message)
+        return _outcome(stockcode, registry.CANDIDATE, message, **common, **detail, version=version,
+                        new=recorded["new"], locked=locked)
+
     approved = approve_model(str(root), stockcode, metrics, verdicts, overrides, str(store.location), ws.git)
     version = approved["record"]["model_version"]
     common["served_version"] = version
@@ -202,13 +224,15 @@ def run_product(
     ws = None
     try:
         with stockcode_lock(stockcode, wait, workspaces_dir(project) / "locks"):
-            decisions = registry.history(store, stockcode)  # read once: the seed and the served model
+            items = [entry.item for entry in registry.entries(store, stockcode)]  # read once: seed and served
+            decisions = registry.decisions(items)
             seed = (decisions[-1].lineage.get("stages") or {}) if decisions else {}
-            served = next((record for record in reversed(decisions) if record.approved), None)
+            served = registry.serving(stockcode, items).record
             ws = workspace.create(project, stockcode, overrides, source=revision, seed=seed)
             logger.info("%s: workspace %s at %s", stockcode, ws.path, ws.source["commit"][:12])
             outcome = _stages_in(ws, store, overrides, served)
-            if outcome["status"] != FAILED:
+            outcome["landed"] = []
+            if workspace.lands(outcome["status"], overrides):
                 try:
                     outcome["landed"] = workspace.land(ws)
                 except Exception as error:  # noqa: BLE001 - the decision stands; say what did not land
@@ -248,10 +272,14 @@ def product_lineage(
     Args:
         stockcode: The product's stock code, as in the data (e.g. 85123A); any product of the data.
         overrides: params.yaml overrides for this run only, as `dvc exp run -S` takes them
-            (e.g. tune.n_trials=10). The project's params.yaml is never changed.
+            (e.g. tune.n_trials=10). The project's params.yaml is never changed. Only the keys in
+            governance.approvable_overrides (tuning budget, SHAP sizes) keep a run approvable:
+            overriding a gate (risk.*, drift.*, price_response.*, ...) makes a passing run a
+            candidate, served only once signed off (`python -m flows.lineage_cli approve <sc>
+            <version> --by NAME --reason TEXT`). An overridden run never lands in the checkout.
         as_of: Run as of this date (YYYY-MM-DD): every stage sees only the lines on or before it
             (the catalogue's price response, the drift windows, the splits, the training). Empty:
-            all the data.
+            all the data. A backtest: a passing run is a candidate, never served unsigned.
         revision: Git commit of the project to run. Empty: the checkout's HEAD and its
             uncommitted changes.
     """
@@ -277,7 +305,11 @@ def lineage(
     Args:
         stockcodes: Stock codes to run, any product of the data. Empty: `stockcodes` in params.yaml.
         overrides: params.yaml overrides for this run only, as `dvc exp run -S` takes them
-            (e.g. ["tune.n_trials=10"]). The project's params.yaml is never changed.
+            (e.g. ["tune.n_trials=10"]). The project's params.yaml is never changed. Only the keys
+            in governance.approvable_overrides (tuning budget, SHAP sizes) keep a run approvable:
+            overriding a gate (risk.*, drift.*, price_response.*, ...) makes a passing run a
+            candidate, served only once signed off (`python -m flows.lineage_cli approve <sc>
+            <version> --by NAME --reason TEXT`). An overridden run never lands in the checkout.
         max_concurrent: How many products run side by side. 0: orchestration.max_concurrent_products
             in params.yaml.
         as_of: Run as of this date (YYYY-MM-DD): every stage sees only the lines on or before it.

@@ -1,19 +1,33 @@
-"""What is approved for a stockcode, the full lineage behind it, and that lineage again.
+"""What is served for a stockcode and why, the full lineage behind it, that lineage again, and
+the governance acts that decide what is served.
 
-    python -m flows.lineage_cli show 85123A          # served model + its lineage, then history
-    python -m flows.lineage_cli show 85123A --json   # the records as JSON
+    python -m flows.lineage_cli show 85123A          # served model, why, its lineage, then history
+    python -m flows.lineage_cli show 85123A --json   # the records and acts as JSON
     python -m flows.lineage_cli list                 # every stockcode with its served version
     python -m flows.lineage_cli checkout 85123A [VERSION]   # a workspace holding that lineage
     python -m flows.lineage_cli reproduce 85123A [VERSION]  # re-run it: same model bytes?
+    python -m flows.lineage_cli approve 85123A VERSION --by NAME --reason TEXT  # sign off a candidate
+    python -m flows.lineage_cli pin 85123A VERSION [--by NAME] [--reason TEXT]  # serve it until unpinned
+    python -m flows.lineage_cli unpin 85123A
+    python -m flows.lineage_cli rollback 85123A      # serve the version served before this one
+    python -m flows.lineage_cli revoke 85123A VERSION --reason TEXT             # never serve it again
 
 ``show`` and ``list`` read the registry store only (``orchestration.registry`` in params.yaml,
 or PRICELINEAGE_REGISTRY): fast, no Prefect, no DVC. ``checkout`` restores a record's exact
 lineage by hash (from the DVC cache, else the remote); ``reproduce`` runs it again, stage by
 stage in lineage order, and exits 1 naming every output whose md5 is not the record's.
+
+``approve``, ``pin``, ``unpin``, ``rollback`` and ``revoke`` each write one object of their own
+to the registry store, next in the stockcode's sequence (``pricing.registry.Action``: who, why,
+which version); no record is ever edited. The price API serves by them within its reload
+interval. An act that would mean nothing (a sign-off of a version that is not a candidate, a pin
+of a revoked one, an empty ``--by``) is refused with the reason, exit 2, and nothing written.
+``--by`` defaults to the login name except for ``approve``, where it must be given.
 """
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import sys
 from dataclasses import asdict
@@ -33,36 +47,57 @@ def _store(root: Path) -> registry.RegistryStore:
     return store
 
 
+def _serving_line(serving: registry.Serving) -> str:
+    if serving.record is None:
+        return f"{serving.stockcode}: nothing served: {serving.why}"
+    return f"{serving.stockcode}: serving model {serving.version}: {serving.why}"
+
+
 def show(root: Path, stockcode: str, as_json: bool) -> int:
     store = _store(root)
-    records = registry.history(store, stockcode)
-    served = registry.approved_model(stockcode, store)
+    entries = registry.entries(store, stockcode)
+    items = [entry.item for entry in entries]
+    serving = registry.serving(stockcode, items)
     if as_json:
-        print(json.dumps({"approved": asdict(served) if served else None,
-                          "history": [asdict(r) for r in records]}, indent=2, default=str))
-        return 0 if records else 1
-    if not records:
+        print(json.dumps({"approved": asdict(serving.record) if serving.record else None,
+                          "serving": {"model_version": serving.version, "why": serving.why, "pinned": serving.pinned},
+                          "history": [asdict(r) for r in registry.decisions(items)],
+                          "entries": [{"name": e.name, "sequence": e.sequence, **asdict(e.item)} for e in entries]},
+                         indent=2, default=str))
+        return 0 if entries else 1
+    if not entries:
         print(f"{stockcode}: no decision recorded in {store.location}")
         return 1
-    if served:
-        print(f"{stockcode}: serving model {served.model_version}\n")
-        print(registry.describe(served, detailed=True))
-    else:
-        print(f"{stockcode}: no model approved yet")
-    print(f"\nHistory ({len(records)} decisions, newest first):")
-    for record in reversed(records):
-        print(registry.describe(record, detailed=False))
+    print(_serving_line(serving))
+    if serving.record:
+        print()
+        print(registry.describe(serving.record, detailed=True))
+    print(f"\nHistory ({len(entries)} objects, in the store's order, newest first):")
+    for n, entry in reversed(list(enumerate(entries, 1))):
+        text = (registry.describe(entry.item, detailed=False) if isinstance(entry.item, registry.Record)
+                else registry.describe_action(entry.item))
+        print(f"#{n} {entry.name}\n{text}")
     return 0
 
 
 def list_all(root: Path) -> int:
     store = _store(root)
     for stockcode in registry.stockcodes(store):
-        records = registry.history(store, stockcode)
-        served = next((r for r in reversed(records) if r.approved), None)
+        items = [entry.item for entry in registry.entries(store, stockcode)]
+        serving = registry.serving(stockcode, items)
+        records = registry.decisions(items)
         last = records[-1] if records else None
-        print(f"{stockcode:10} serving {served.model_version if served else '—':14} "
-              f"last decision: {last.decision if last else '—'} {last.decided_at if last else ''}")
+        print(f"{stockcode:10} serving {serving.version or '—':14} "
+              f"last decision: {last.decision if last else '—'} {last.decided_at if last else ''}"
+              f"{'' if serving.record else '  (' + serving.why + ')'}")
+    return 0
+
+
+def govern(root: Path, stockcode: str, action: str, version: str | None, by: str, reason: str) -> int:
+    """Write one governance act (see ``pricing.registry.govern``) and say what is served after it."""
+    act, after = registry.govern(_store(root), stockcode, action, version, by, reason)
+    print(registry.describe_action(act))
+    print(_serving_line(after))
     return 0
 
 
@@ -144,9 +179,29 @@ def main(argv: list[str] | None = None) -> int:
         sub.add_argument("version", nargs="?", default=None, help="model version (prefix); default: the served one")
         if name == "reproduce":
             sub.add_argument("--keep", action="store_true", help="keep the workspace afterwards")
+    acts = {
+        "approve": (registry.SIGNOFF, "sign off a candidate: it is served from then on"),
+        "pin": (registry.PIN, "serve this version until unpinned or another pin"),
+        "unpin": (registry.UNPIN, "end the pin in effect"),
+        "rollback": (registry.ROLLBACK, "serve the version served before the current one"),
+        "revoke": (registry.REVOKE, "never serve this version again"),
+    }
+    for name, (action, text) in acts.items():
+        sub = commands.add_parser(name, help=text)
+        sub.add_argument("stockcode")
+        if action not in (registry.UNPIN, registry.ROLLBACK):
+            sub.add_argument("version", help="model version (a prefix is enough)")
+        signs = action == registry.SIGNOFF
+        sub.add_argument("--by", required=signs, default=None if signs else getpass.getuser(),
+                         help="who signs" + ("" if signs else " (default: the login name)"))
+        sub.add_argument("--reason", required=action in (registry.SIGNOFF, registry.REVOKE), default="",
+                         help="why (kept in the registry store)")
     args = parser.parse_args(argv)
     root = Path(args.root)
     try:
+        if args.command in acts:
+            return govern(root, args.stockcode, acts[args.command][0], getattr(args, "version", None), args.by,
+                          args.reason)
         if args.command == "show":
             return show(root, args.stockcode, args.json)
         if args.command == "checkout":

@@ -2,18 +2,25 @@
 
 Decisions live in a **registry store** outside any work tree: a local folder by default (beside
 the local DVC remote), an fsspec URL such as ``s3://bucket/registry`` in production. Each
-decision is one immutable JSON object, ``<stockcode>/<time>-<decision>-<version>-<nonce>.json``:
-two writers can never clash (the nonce), and the names sort in the order the decisions were
-made. A decision is ``approved``, ``rejected`` or ``insufficient_data``, with the model version
-(the content hash of its checkpoint, the same md5 DVC stores it under), the hashes of its
-data, code and params summarised from the ``dvc.lock`` entries it descends from (kept in
-full, so the lineage can be checked out and re-run), the git revision, the platform that
-made it, metrics, drift, fairness and price verdicts, and when.
+decision is one immutable JSON object, named by the stockcode's own sequence
+(``<stockcode>/0000000007.json``: a conditional create of the next number, so the order is the
+store's and never a writer's clock, and two writers never clash). A decision is ``approved``,
+``candidate`` (passed every gate but overrode a gate param: served once signed off),
+``rejected`` or ``insufficient_data``, with the model version (the content hash of its
+checkpoint, the same md5 DVC stores it under), the hashes of its data, code and params
+summarised from the ``dvc.lock`` entries it descends from (kept in full, so the lineage can be
+checked out and re-run), the git revision, the platform that made it, metrics, drift, fairness
+and price verdicts, and when.
+
+Governance acts are objects of their own in the same sequence (``Action``): a ``signoff`` of a
+candidate, a ``pin``, an ``unpin``, a ``rollback``, a ``revoke``; history is never rewritten.
+:func:`serving` is the rule that says, from a stockcode's ordered objects, what is served and
+why (or why nothing is).
 
 Read API (what the app uses)::
 
-    from pricing.registry import approved_model
-    record = approved_model("85123A", store)   # the last approved, or None
+    from pricing.registry import approved_model, serving
+    record = approved_model("85123A", store)   # the model to serve, or None
     record.model_path, record.model_md5, record.model_version
 
 Pure: no Prefect, no DVC. Callers hand in ``dvc.lock`` entries as plain dicts.
@@ -39,19 +46,40 @@ import fsspec
 from pricing.errors import DataValidationError
 
 APPROVED = "approved"
+CANDIDATE = "candidate"  # passed every gate, but overrode a gate param: served once signed off
 REJECTED = "rejected"
 INSUFFICIENT_DATA = "insufficient_data"
-DECISIONS = (APPROVED, REJECTED, INSUFFICIENT_DATA)
+DECISIONS = (APPROVED, CANDIDATE, REJECTED, INSUFFICIENT_DATA)
+TRAINED = (APPROVED, CANDIDATE, REJECTED)  # the decisions that name a trained model
+# Governance: acts about what is served, each an object of its own (history is never rewritten).
+SIGNOFF = "signoff"  # a candidate signed off by someone: servable from then on
+PIN = "pin"  # serve this version until unpinned or another pin
+UNPIN = "unpin"
+ROLLBACK = "rollback"  # serve the version served before the current one
+REVOKE = "revoke"  # never serve this version again
+ACTIONS = (SIGNOFF, PIN, UNPIN, ROLLBACK, REVOKE)
 SCHEMA = 2
 CODE_SUFFIXES = (".py",)
 
 
+class _Stored:
+    """What the store keeps as one JSON object: a decision or a governance act."""
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True, default=str)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]):
+        known = {name for name in cls.__dataclass_fields__}  # type: ignore[attr-defined]
+        return cls(**{key: value for key, value in data.items() if key in known})
+
+
 @dataclass(frozen=True)
-class Record:
+class Record(_Stored):
     """One decision about one candidate model of one stockcode."""
 
     stockcode: str
-    decision: str  # "approved" | "rejected" | "insufficient_data"
+    decision: str  # "approved" | "candidate" | "rejected" | "insufficient_data"
     model_version: str  # first 12 hex digits of the checkpoint's md5 (of the lineage without one)
     model_path: str | None  # the checkpoint, relative to the project root (None: nothing trained)
     model_md5: str | None  # its full md5: the DVC cache / remote object it is stored as
@@ -60,23 +88,49 @@ class Record:
     lineage: dict[str, Any]  # {"data", "code", "params": hashes, "stages": {address: dvc.lock entry}}
     metrics: dict[str, Any]  # {"val": ..., "test": ..., "risk": ...}
     verdicts: dict[str, Any]  # {"drift": {...}, "fairness": {"passed": ..., "reasons": [...]}}
-    reasons: list[str] = field(default_factory=list)  # why rejected (empty when approved)
+    reasons: list[str] = field(default_factory=list)  # why rejected or a candidate (empty when approved)
     overrides: list[str] = field(default_factory=list)  # params overridden for that run
     run: dict[str, Any] = field(default_factory=dict)  # orchestration provenance (flow run id…)
     platform: dict[str, Any] = field(default_factory=dict)  # CPU, Python, torch, numpy that made it
     schema: int = SCHEMA
 
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True, default=str)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Record:
-        known = {name for name in cls.__dataclass_fields__}
-        return cls(**{key: value for key, value in data.items() if key in known})
-
     @property
     def approved(self) -> bool:
         return self.decision == APPROVED
+
+
+@dataclass(frozen=True)
+class Action(_Stored):
+    """A governance act about what is served for one stockcode: a sign-off, a pin, an unpin, a
+    rollback or a revocation. An object of its own beside the decisions; it never edits one."""
+
+    stockcode: str
+    action: str  # one of ACTIONS
+    model_version: str | None  # the version acted on (None: unpin, rollback)
+    by: str  # who
+    reason: str  # why (required for a sign-off and a revocation)
+    at: str  # ISO 8601, UTC: for people; the order is the store's sequence, not this
+    schema: int = SCHEMA
+
+
+def make_action(stockcode: str, action: str, model_version: str | None, by: str, reason: str = "",
+                now: datetime | None = None) -> Action:
+    if action not in ACTIONS:
+        raise ValueError(f"action must be one of {ACTIONS}, got {action!r}")
+    if not isinstance(by, str) or not by.strip():
+        raise DataValidationError(f"{stockcode}: {action} needs who does it (--by NAME), got {by!r}")
+    if action in (SIGNOFF, REVOKE) and (not isinstance(reason, str) or not reason.strip()):
+        raise DataValidationError(f"{stockcode}: {action} needs a reason (--reason TEXT), got {reason!r}")
+    if (model_version is None) != (action in (UNPIN, ROLLBACK)):
+        raise ValueError(f"{action} {'takes no' if action in (UNPIN, ROLLBACK) else 'needs a'} model version")
+    return Action(stockcode=stockcode, action=action, model_version=model_version, by=by.strip(),
+                  reason=(reason or "").strip(),
+                  at=(now or datetime.now(timezone.utc)).isoformat(timespec="microseconds"))
+
+
+def parse_object(data: Mapping[str, Any]) -> Record | Action:
+    """A stored object as what it is: a governance act (it has ``action``) or a decision."""
+    return Action.from_dict(data) if "action" in data else Record.from_dict(data)
 
 
 # -- building a record -----------------------------------------------------------------------
@@ -319,9 +373,45 @@ def check_stockcode(stockcode: str) -> str:
     return stockcode
 
 
-def _object_name(record: Record) -> str:
-    stamp = re.sub(r"[^0-9T]", "", record.decided_at.split("+")[0])
-    return f"{stamp}Z-{record.decision}-{record.model_version}-{uuid.uuid4().hex[:12]}.json"
+# Objects are named by a per-stockcode sequence, ``0000000001.json``, ``0000000002.json``…: the
+# order is the store's, not a writer's clock. The name is the number alone, so two writers that
+# take the same next number ask the store for the same object, and a conditional create lets
+# exactly one have it (the other takes the next number). Objects written by older code are
+# named ``<time>Z-<decision>-<version>-<nonce>.json``: they are read before every sequenced one,
+# in the order of their names (their writers' clocks), as they always were.
+_SEQUENCED = re.compile(r"(\d{10})\.json")
+SEQUENCE_DIGITS = 10
+MAX_CREATE_ATTEMPTS = 1000
+
+
+def _sequence(name: str) -> int | None:
+    match = _SEQUENCED.fullmatch(name)
+    return int(match.group(1)) if match else None
+
+
+def _order(name: str) -> tuple[int, int, str]:
+    number = _sequence(name)
+    return (0, 0, name) if number is None else (1, number, name)
+
+
+def _precondition_failed(error: BaseException) -> bool:
+    """Did an S3 PUT with ``If-None-Match: *`` find the object already there? s3fs says so with
+    FileExistsError where the server names the condition (AWS), else with the 412 it got
+    (SeaweedFS answers 412 PreconditionFailed without naming it)."""
+    if isinstance(error, FileExistsError):
+        return True
+    response = getattr(error.__cause__, "response", None) or {}
+    status = (response.get("ResponseMetadata") or {}).get("HTTPStatusCode")
+    return (response.get("Error") or {}).get("Code") == "PreconditionFailed" or status == 412
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One stored object in its place in a stockcode's history."""
+
+    name: str  # the object's name in the stockcode's folder
+    sequence: int | None  # its number (None: an object of older code, ordered by its name)
+    item: Record | Action
 
 
 class RegistryStoreError(OSError):
@@ -358,28 +448,60 @@ class RegistryStore:
     def _folder(self, stockcode: str) -> str:
         return f"{self.base.rstrip('/')}/{check_stockcode(stockcode)}"
 
-    def put(self, record: Record) -> str:
-        """Write ``record`` as a new immutable object; return its name in the store."""
-        folder = self._folder(record.stockcode)
-        name = _object_name(record)
-        payload = (record.to_json() + "\n").encode()
-        with _reaching(self, f"write {record.stockcode}/{name}"):
-            self._write(folder, name, payload)
-        return f"{record.stockcode}/{name}"
+    def put(self, item: Record | Action) -> str:
+        """Write ``item`` as the stockcode's next object (a conditional create: never over another
+        writer's); return its name in the store."""
+        folder = self._folder(item.stockcode)
+        payload = (item.to_json() + "\n").encode()
+        with _reaching(self, f"list {item.stockcode}"):
+            numbers = [n for n in map(_sequence, self._names(item.stockcode)) if n is not None]
+        number = max(numbers, default=0) + 1
+        for _ in range(MAX_CREATE_ATTEMPTS):
+            name = f"{number:0{SEQUENCE_DIGITS}d}.json"
+            with _reaching(self, f"write {item.stockcode}/{name}"):
+                if self._create(folder, name, payload):
+                    return f"{item.stockcode}/{name}"
+            number += 1  # another writer has that number: the next one
+        raise RegistryStoreError(f"registry store {self.location}: no free sequence number for {item.stockcode} "
+                                 f"after {MAX_CREATE_ATTEMPTS} attempts")
 
-    def _write(self, folder: str, name: str, payload: bytes) -> None:
-        if self.is_local:  # readers must never see half an object: write aside, then rename
+    def _create(self, folder: str, name: str, payload: bytes) -> bool:
+        """Create ``folder/name`` holding ``payload`` unless it exists (then False), atomically:
+        readers never see half an object, and of two writers exactly one creates it."""
+        path = f"{folder}/{name}"
+        if self.is_local:  # written aside, then linked: link(2) fails if the name exists
             self.fs.makedirs(folder, exist_ok=True)
-            tmp = f"{folder}/.{name}.tmp"
+            tmp = f"{folder}/.{name}.{uuid.uuid4().hex[:12]}.tmp"
             with self.fs.open(tmp, "wb") as handle:
                 handle.write(payload)
                 handle.flush()
                 os.fsync(handle.fileno())
-            os.replace(tmp, f"{folder}/{name}")
-        else:  # an object store's PUT is atomic
-            self.fs.pipe_file(f"{folder}/{name}", payload)
+            try:
+                os.link(tmp, path)
+                return True
+            except FileExistsError:
+                return False
+            finally:
+                os.unlink(tmp)
+        # An object store's PUT is atomic; `If-None-Match: *` makes it a create (AWS S3 since
+        # 2024; SeaweedFS answers 412 to a second one, tests/test_registry_store.py). A store
+        # that ignored the header would let a racing writer replace an object: use one that
+        # honours it.
+        try:
+            self.fs.pipe_file(path, payload, mode="create")
+            return True
+        except Exception as error:  # noqa: BLE001 - only the precondition is ours to handle
+            if not _precondition_failed(error):
+                raise
+        # A PUT retried by the client after a lost answer also gets 412: that object is ours.
+        self.fs.invalidate_cache(path)  # the listing just cached does not hold it yet
+        try:
+            return self.fs.cat_file(path) == payload
+        except FileNotFoundError:  # another writer's, not visible yet: the next number
+            return False
 
     def _names(self, stockcode: str) -> list[str]:
+        """The stockcode's object names, in history order."""
         folder = self._folder(stockcode)
         try:
             with _reaching(self, f"list {stockcode}"):
@@ -387,20 +509,24 @@ class RegistryStore:
         except FileNotFoundError:
             return []
         names = [str(path).rstrip("/").rsplit("/", 1)[-1] for path in listed]
-        return sorted(name for name in names if name.endswith(".json") and not name.startswith("."))
+        return sorted((name for name in names if name.endswith(".json") and not name.startswith(".")), key=_order)
 
-    def history(self, stockcode: str) -> list[Record]:
-        """Every decision about ``stockcode``, oldest first."""
+    def entries(self, stockcode: str) -> list[Entry]:
+        """Every decision and governance act about ``stockcode``, in history order."""
         folder = self._folder(stockcode)
-        records = []
+        entries = []
         for name in self._names(stockcode):
             with _reaching(self, f"read {stockcode}/{name}"):
                 text = self.fs.cat_file(f"{folder}/{name}").decode()
             try:
-                records.append(Record.from_dict(json.loads(text)))
-            except (ValueError, TypeError) as error:
+                entries.append(Entry(name, _sequence(name), parse_object(json.loads(text))))
+            except (ValueError, TypeError, AttributeError) as error:
                 raise DataValidationError(f"registry object {self.location}/{stockcode}/{name} is corrupt: {error}") from error
-        return records
+        return entries
+
+    def history(self, stockcode: str) -> list[Record]:
+        """Every decision about ``stockcode``, oldest first (governance acts left out)."""
+        return decisions(entry.item for entry in self.entries(stockcode))
 
     def stockcodes(self) -> list[str]:
         """Stockcodes with at least one recorded decision."""
@@ -418,6 +544,11 @@ def open_store(store: RegistryStore | str | os.PathLike) -> RegistryStore:
     return store if isinstance(store, RegistryStore) else RegistryStore(store)
 
 
+def decisions(items: Iterable[Record | Action]) -> list[Record]:
+    """The decisions among a history's objects, in order."""
+    return [item for item in items if isinstance(item, Record)]
+
+
 def append(store: RegistryStore | str | os.PathLike, record: Record) -> bool:
     """Add ``record`` unless it repeats the latest decision for its stockcode. True if added."""
     store = open_store(store)
@@ -425,6 +556,11 @@ def append(store: RegistryStore | str | os.PathLike, record: Record) -> bool:
         return False
     store.put(record)
     return True
+
+
+def entries(store: RegistryStore | str | os.PathLike, stockcode: str) -> list[Entry]:
+    """Every decision and governance act about ``stockcode``, in history order."""
+    return open_store(store).entries(stockcode)
 
 
 def history(store: RegistryStore | str | os.PathLike, stockcode: str) -> list[Record]:
@@ -437,14 +573,198 @@ def latest(store: RegistryStore | str | os.PathLike, stockcode: str) -> Record |
     return records[-1] if records else None
 
 
+def last_decided(records: Iterable[Record], decision: str) -> Record | None:
+    """The last record of ``decision`` among ``records``."""
+    return next((r for r in reversed(list(records)) if r.decision == decision), None)
+
+
 def approved_model(stockcode: str, store: RegistryStore | str | os.PathLike) -> Record | None:
-    """The last approved model of ``stockcode`` — the one to serve — or None."""
-    return next((r for r in reversed(history(store, stockcode)) if r.approved), None)
+    """The model to serve for ``stockcode`` (see :func:`serving`), or None."""
+    return serving(stockcode, [entry.item for entry in entries(store, stockcode)]).record
 
 
 def stockcodes(store: RegistryStore | str | os.PathLike) -> list[str]:
     """Stockcodes with at least one recorded decision."""
     return open_store(store).stockcodes()
+
+
+# -- what is served ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Serving:
+    """What is served for a stockcode, and why; or why nothing is."""
+
+    stockcode: str
+    record: Record | None  # the decision whose model is served (an approval, or a signed-off candidate)
+    why: str  # e.g. "approved (entry #3)", "model 3f2a… revoked by J. Doe: wrong data"
+    pinned: str | None = None  # the version a pin holds, if one does
+    servable: tuple[str, ...] = ()  # versions approved or signed off, not revoked
+    candidates: tuple[str, ...] = ()  # candidates not (yet) signed off, not revoked
+    revoked: Mapping[str, Action] = field(default_factory=dict)
+
+    @property
+    def version(self) -> str | None:
+        return self.record.model_version if self.record else None
+
+
+def _who(action: Action, n: int) -> str:
+    return f"{action.by}{': ' + action.reason if action.reason else ''} (entry #{n})"
+
+
+def serving(stockcode: str, items: Iterable[Record | Action]) -> Serving:
+    """The serving rule, over a stockcode's decisions and governance acts in history order:
+
+    - the latest version to become servable is served: an ``approved`` decision, or a
+      ``candidate`` once a sign-off names it;
+    - a pin serves its version instead, until an unpin or another pin;
+    - a rollback sets the served version aside and serves the one served before it (still
+      servable), until a newer version becomes servable, a pin, or another rollback;
+    - a revoked version is never served again (a pin or rollback holding it lapses).
+    Acts that name no servable version (a pin of a rejected one, a sign-off of a non-candidate)
+    change nothing: the commands refuse them before they are written (:func:`check_action`).
+    """
+    order: list[str] = []  # servable versions, in the order they became servable
+    servable: dict[str, tuple[Record, str]] = {}
+    candidates: dict[str, Record] = {}
+    revoked: dict[str, Action] = {}
+    rolled_back: dict[str, Action] = {}
+    pin: tuple[str, str] | None = None
+    hold: tuple[str, str] | None = None  # where a rollback stepped back to
+    timeline: list[str] = []  # the versions served, as they changed
+    withdrawn: Action | None = None  # the last revoke or rollback of a servable version
+    last: Record | None = None
+
+    def current() -> tuple[str | None, str]:
+        for held in (pin, hold):
+            if held and held[0] not in revoked:
+                return held
+        for version in reversed(order):
+            if version not in revoked and version not in rolled_back:
+                return version, servable[version][1]
+        return None, ""
+
+    def becomes_servable(version: str, record: Record, why: str) -> None:
+        nonlocal hold
+        if version in order:
+            order.remove(version)
+        order.append(version)
+        servable[version] = (record, why)
+        rolled_back.pop(version, None)
+        hold = None
+
+    for n, item in enumerate(items, 1):
+        if isinstance(item, Record):
+            last = item
+            if item.decision == APPROVED:
+                becomes_servable(item.model_version, item, f"approved (entry #{n})")
+            elif item.decision == CANDIDATE:
+                candidates[item.model_version] = item
+        elif item.action == SIGNOFF and item.model_version in candidates and item.model_version not in revoked:
+            becomes_servable(item.model_version, candidates.pop(item.model_version),
+                             f"candidate signed off by {_who(item, n)}")
+        elif item.action == PIN and item.model_version in servable and item.model_version not in revoked:
+            pin, hold = (item.model_version, f"pinned by {_who(item, n)}"), None
+        elif item.action == UNPIN:
+            pin = None
+        elif item.action == REVOKE:
+            revoked[str(item.model_version)] = item
+            withdrawn = item if item.model_version in servable else withdrawn
+        elif item.action == ROLLBACK:
+            served, _ = current()
+            if served is not None:
+                rolled_back[served], withdrawn = item, item
+                pin = None if pin and pin[0] == served else pin
+                back = next((v for v in reversed(timeline)
+                             if v != served and v not in revoked and v not in rolled_back), None)
+                hold = (back, f"served again: {served} rolled back by {_who(item, n)}") if back else None
+        served, _ = current()
+        if served and (not timeline or timeline[-1] != served):
+            timeline.append(served)
+
+    version, why = current()
+    pinned = pin[0] if pin and pin[0] not in revoked else None
+    common = {"pinned": pinned, "revoked": dict(revoked),
+              "servable": tuple(v for v in order if v not in revoked),
+              "candidates": tuple(v for v in candidates if v not in revoked)}
+    if version is not None:
+        return Serving(stockcode, servable[version][0], why, **common)
+    return Serving(stockcode, None, _nothing_served(stockcode, last, withdrawn, revoked, common["candidates"]),
+                   **common)
+
+
+def _nothing_served(stockcode: str, last: Record | None, withdrawn: Action | None, revoked: Mapping[str, Action],
+                    candidates: tuple[str, ...]) -> str:
+    """Why nothing is served: the last withdrawal of a servable model, else what awaits."""
+    if last is None:
+        return "no decision recorded"
+    if withdrawn is not None and withdrawn.action == REVOKE:
+        return f"model {withdrawn.model_version} revoked by {withdrawn.by}: {withdrawn.reason}"
+    if withdrawn is not None:
+        return f"rolled back by {withdrawn.by}, and no earlier model is left to serve"
+    if candidates:
+        version = candidates[-1]
+        return (f"candidate {version} awaits a sign-off "
+                f"(python -m flows.lineage_cli approve {stockcode} {version} --by NAME --reason TEXT)")
+    if last.model_version in revoked:
+        act = revoked[last.model_version]
+        return f"{last.decision} model {last.model_version} revoked by {act.by}: {act.reason}"
+    return f"no approved model (latest decision: {last.decision})"
+
+
+def resolve_version(stockcode: str, records: Iterable[Record], prefix: str) -> str:
+    """The one trained model version of ``records`` that starts with ``prefix``."""
+    versions = list(dict.fromkeys(r.model_version for r in records if r.decision in TRAINED))
+    matches = [v for v in versions if prefix and v.startswith(prefix)]
+    if not matches:
+        raise DataValidationError(f"{stockcode}: no recorded model version starting {prefix!r} "
+                                  f"(known: {', '.join(versions) or 'none'})")
+    if len(matches) > 1:
+        raise DataValidationError(f"{stockcode}: version {prefix!r} is ambiguous: {', '.join(matches)}")
+    return matches[0]
+
+
+def check_action(items: list[Record | Action], action: Action) -> Serving:
+    """Refuse an act that would mean nothing (a sign-off of a non-candidate, a pin of a revoked
+    version, a rollback with nothing to step back to…), naming why; else what is served after it."""
+    sc, version = action.stockcode, action.model_version
+    before = serving(sc, items)
+    after = serving(sc, [*items, action])
+    kinds = ", ".join(sorted({r.decision for r in decisions(items) if r.model_version == version}))
+    if version in before.revoked:
+        act = before.revoked[version]
+        raise DataValidationError(f"{sc}: model {version} is already revoked by {act.by}: {act.reason}")
+    if action.action == SIGNOFF and version not in before.candidates:
+        signed = " (already signed off)" if version in before.servable and CANDIDATE in kinds else ""
+        problem = f"model {version} is not a candidate awaiting a sign-off{signed} (its decisions: {kinds})"
+    elif action.action == PIN and version not in before.servable:
+        problem = f"model {version} cannot be pinned: it was never approved or signed off (its decisions: {kinds})"
+    elif action.action == PIN and before.pinned == version:
+        problem = f"model {version} is already pinned"
+    elif action.action == UNPIN and not before.pinned:
+        problem = "no pin is in effect"
+    elif action.action == ROLLBACK and before.record is None:
+        problem = f"nothing is served to roll back ({before.why})"
+    elif action.action == ROLLBACK and after.record is None:
+        problem = f"no earlier model to roll back to from {before.version} (revoke it to serve nothing)"
+    else:
+        problem = None
+    if problem:
+        raise DataValidationError(f"{sc}: {problem}")
+    return after
+
+
+def govern(store: RegistryStore | str | os.PathLike, stockcode: str, action: str, version: str | None, by: str,
+           reason: str = "") -> tuple[Action, Serving]:
+    """Write one governance act about ``stockcode`` (``version``: a prefix of a recorded model
+    version) after checking it means something; return it and what is served after it."""
+    store = open_store(store)
+    items = [entry.item for entry in store.entries(check_stockcode(stockcode))]
+    if not items:
+        raise DataValidationError(f"{stockcode}: no decision recorded in {store.location}")
+    full = resolve_version(stockcode, decisions(items), version) if version is not None else None
+    act = make_action(stockcode, action, full, by, reason)
+    after = check_action(items, act)
+    store.put(act)
+    return act, after
 
 
 # -- showing ---------------------------------------------------------------------------------
@@ -496,3 +816,10 @@ def describe(record: Record, detailed: bool = True) -> str:
             for out in _entries(entry.get("outs")):
                 lines.append(f"      out  {out.get('path')}  {out.get('md5')}")
     return "\n".join(lines)
+
+
+def describe_action(action: Action) -> str:
+    """A governance act in one line."""
+    target = f" model {action.model_version}" if action.model_version else ""
+    why = f": {action.reason}" if action.reason else ""
+    return f"{action.action.upper()}  {action.stockcode}{target}  by {action.by}{why}  at {action.at}"

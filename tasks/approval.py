@@ -1,4 +1,5 @@
-"""Approve or reject a candidate: read its lineage from ``dvc.lock``, push, record.
+"""Approve or reject a candidate (or record it as one awaiting a sign-off): read its lineage
+from ``dvc.lock``, push, record.
 
 The decision logic and the record format are the domain's (``pricing.registry``); this module
 only gathers what DVC and git know and does the pushing.
@@ -45,7 +46,7 @@ def build_record(
     missing = [address for address in addresses if address not in lock]
     if missing:
         raise StageCommandError(stockcode, f"dvc.lock has no entry for {', '.join(missing)}")
-    trained = decision in (registry.APPROVED, registry.REJECTED)
+    trained = decision in registry.TRAINED
     return registry.make_record(
         stockcode=stockcode,
         decision=decision,
@@ -88,23 +89,29 @@ def approve_model(
     store: str,
     git: dict[str, Any] | None = None,
     remote: str | None = None,
+    decision: str = registry.APPROVED,
+    reasons: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Push the candidate's lineage to the DVC remote, then record it as approved in ``store``.
+    """Push the candidate's lineage to the DVC remote, then record it in ``store`` as
+    ``decision``: approved, or a candidate (it overrode a gate param, ``reasons`` say which),
+    pushed the same way so that a sign-off can serve it.
 
-    Idempotent: a candidate already approved (same model, data, code and params) is neither
-    pushed nor recorded again. Push first, record second: an approval in the record is a
-    model anyone can pull.
+    Idempotent: a candidate already recorded so (same model, data, code and params, the last
+    record of that decision) is neither pushed nor recorded again. Push first, record second:
+    an approval in the record is a model anyone can pull.
     """
+    if decision not in (registry.APPROVED, registry.CANDIDATE):
+        raise ValueError(f"approve_model records approved or candidate, not {decision!r}")
     logger = run_logger()
     project = Path(root)
-    record = build_record(project, stockcode, registry.APPROVED, metrics, verdicts, overrides=overrides, git=git)
-    current = registry.approved_model(stockcode, store)
+    record = build_record(project, stockcode, decision, metrics, verdicts, reasons, overrides, git)
+    current = registry.last_decided(registry.history(store, stockcode), decision)
     if registry.same_candidate(current, record):
-        logger.info("%s: model %s is already the approved one", stockcode, record.model_version)
+        logger.info("%s: model %s is already recorded as %s", stockcode, record.model_version, decision)
         return {"record": current.__dict__, "new": False}
     push(project, lineage_stages(stockcode), remote)
     registry.append(store, record)
-    logger.info("%s: approved model %s and pushed its lineage", stockcode, record.model_version)
+    logger.info("%s: %s model %s and pushed its lineage", stockcode, decision, record.model_version)
     return {"record": record.__dict__, "new": True}
 
 

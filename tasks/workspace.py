@@ -10,8 +10,9 @@ outputs, made once per data version, are restored by hash in every workspace by 
 cache, and an approved model is in the user's cache the moment it is committed.
 
 The user's files are not written by a run, except what *lands*: for a product configured in
-the checkout's ``params.yaml``, its ``dvc.lock`` entries, metrics and plots (so ``dvc metrics
-show``/``dvc plots show`` keep working there), under a lock, without touching other entries.
+the checkout's ``params.yaml`` whose run was approved with no override (:func:`lands`), its
+``dvc.lock`` entries, metrics and plots (so ``dvc metrics show``/``dvc plots show`` keep working
+there), under a lock, without touching other entries.
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from typing import Any
 
 from pricing.errors import DataValidationError
 from pricing.layout import dvc_remote_url, load_params, workspaces_dir
+from pricing.registry import APPROVED
 from tasks import dvcrepo
 from tasks.stages import lineage_stages
 
@@ -165,6 +167,16 @@ def _file_lock(path: Path, wait_seconds: float = 600) -> Iterator[None]:
 
 def configured_stockcodes(project: Path) -> list[str]:
     return [str(code) for code in load_params(project).get("stockcodes") or []]
+
+
+def lands(outcome: str, overrides: list[str]) -> bool:
+    """Does a product run's lineage land in the user's checkout? Only an ``approved`` one made
+    at the checkout's own params: no override at all, ``as_of`` and the approvable ones (tune.*)
+    included. The checkout's ``dvc.lock`` then holds a model that is served and that its own
+    ``params.yaml`` reproduces; an overridden lineage would leave ``dvc status`` reporting
+    changed params, and a rejected, candidate or insufficient one is not served. Every other
+    run leaves the checkout as it was (its lineage is in the registry store)."""
+    return outcome == APPROVED and not overrides
 
 
 def land(workspace: Workspace, addresses: list[str] | None = None) -> list[str]:

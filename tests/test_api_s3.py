@@ -53,3 +53,28 @@ def test_serves_from_s3_picks_up_a_newer_approval_and_refuses_a_tampered_one(tmp
         (failure,) = client.get("/ready").json["failures"]
         assert failure["model_version"] == tampered.model_version and "refused" in failure["error"]
         assert failure["still_serving"] == newer.model_version
+
+
+def test_pin_rollback_revoke_and_sign_off_on_seaweedfs(tmp_path, monkeypatch, capsys):
+    """The governance steps of tests/test_api_governance.py with the registry store and the
+    remote on S3: `lineage_cli` writes each act to the bucket (a conditional create of the next
+    number), the API behind waitress reads it from there within one reload interval."""
+    from pricing.layout import REGISTRY_ENV
+    from tests.api_server import api_server
+    from tests.test_api_governance import RELOAD_SECONDS, governance_changes_what_is_served, publish_three
+
+    local_store, local_remote = tmp_path / "registry", tmp_path / "remote"
+    records = publish_three(local_store, local_remote)
+    with running_s3_server() as server:
+        for key, value in server.env().items():
+            monkeypatch.setenv(key, value)
+        fs = s3fs.S3FileSystem(**server.storage_options())
+        fs.put(f"{local_store}/", f"{server.bucket}/registry/", recursive=True)
+        fs.put(f"{local_remote}/", f"{server.bucket}/dvc/", recursive=True)
+        store, remote = f"s3://{server.bucket}/registry", f"s3://{server.bucket}/dvc"
+        monkeypatch.setenv(REGISTRY_ENV, store)  # the store lineage_cli writes to
+        with api_server(store, remote, reload_seconds=RELOAD_SECONDS, env=server.env()) as base:
+            governance_changes_what_is_served(base, records, capsys)
+        keys = sorted(o["Key"] for o in server.client().list_objects_v2(Bucket=server.bucket,
+                                                                        Prefix=f"registry/{SC}/")["Contents"])
+        assert keys == [f"registry/{SC}/{n:010d}.json" for n in range(1, 9)]  # one object per act, in sequence

@@ -12,6 +12,7 @@ import pytest  # noqa: E402
 import yaml  # noqa: E402
 
 from deployments import local_stack  # noqa: E402
+from flows.lineage import OUTCOMES  # noqa: E402
 from pricing import registry  # noqa: E402
 from tasks.stages import lineage_stages  # noqa: E402
 
@@ -35,7 +36,9 @@ def deployed(tmp_path_factory):
         deploy = run([sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--all"], project,
                      env={**stack.env, **env})
         assert "lineage-product/lineage-product" in deploy.stdout
-        yield {"project": project, "store": store, "stack": stack, "params": (project / "params.yaml").read_bytes()}
+        lock = yaml.safe_load((project / "dvc.lock").read_text())["stages"]
+        yield {"project": project, "store": store, "stack": stack, "params": (project / "params.yaml").read_bytes(),
+               "lock": lock}
     finally:
         local_stack.stop(stack)
 
@@ -90,8 +93,7 @@ def _backfill(stack, stockcodes, overrides=TINY):
 def decisions_counted(runs) -> str:
     """The backfill's message as the product runs' own final states have it."""
     names = [run.state.name for run in runs]
-    counts = ", ".join(f"{names.count(outcome)} {outcome}"
-                       for outcome in ("approved", "rejected", "insufficient_data", "drift", "failed"))
+    counts = ", ".join(f"{names.count(outcome)} {outcome}" for outcome in OUTCOMES)
     return f"{len(names)} products: {counts}"
 
 
@@ -115,9 +117,11 @@ def test_backfill_runs_any_products_side_by_side_and_records_each_whole(deployed
     spans = sorted((run.start_time, run.end_time) for run in runs)
     assert any(spans[i][1] > spans[i + 1][0] for i in range(len(spans) - 1)), spans
     assert (project / "params.yaml").read_bytes() == deployed["params"]
-    # Only the configured product landed in the checkout.
+    # Overridden runs land nothing in the checkout (only an approved run at its own params does),
+    # and a product not in its params.yaml never lands.
     lock = yaml.safe_load((project / "dvc.lock").read_text())["stages"]
-    assert "tune_primary_model@85123A" in lock and "tune_primary_model@22423" not in lock
+    assert lock.get("tune_primary_model@85123A") == deployed["lock"].get("tune_primary_model@85123A")
+    assert "tune_primary_model@22423" not in lock
 
     decisions = {code: len(registry.history(store, code)) for code in BACKFILLED}
     again, runs_again = _backfill(stack, BACKFILLED)

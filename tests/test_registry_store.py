@@ -43,8 +43,13 @@ def concurrent_writers_lose_nothing(location, env=None, writers=2, each=15):
     records = registry.history(location, "X")
     assert len(records) == writers * each
     assert len({r.model_md5 for r in records}) == writers * each
-    times = [r.decided_at for r in records]
-    assert times == sorted(times)  # oldest first
+    # One object per number, 1 to N with no gap: every conditional create that lost a race took
+    # the next number instead of writing over the winner's object.
+    entries = registry.entries(location, "X")
+    assert [entry.sequence for entry in entries] == list(range(1, writers * each + 1))
+    for writer in range(writers):  # each writer's records in the order it wrote them
+        own = [r.model_md5 for r in records if r.run["writer"] == writer]
+        assert own == sorted(own) and len(own) == each
 
 
 def test_decisions_are_immutable_objects_and_the_last_approved_is_served(tmp_path):
@@ -54,7 +59,9 @@ def test_decisions_are_immutable_objects_and_the_last_approved_is_served(tmp_pat
     assert not registry.append(store, first)  # the same decision again is not repeated
     assert registry.append(store, decision(md5="b" * 16, decision=registry.REJECTED))
     objects = sorted(p.name for p in (tmp_path / "store" / "X").iterdir())
-    assert len(objects) == 2 and "-approved-aaaaaaaaaaaa-" in objects[0] and "-rejected-" in objects[1]
+    assert objects == ["0000000001.json", "0000000002.json"]  # the store's sequence, no clock
+    kept = [json.loads((tmp_path / "store" / "X" / name).read_text()) for name in objects]
+    assert [(o["decision"], o["model_version"]) for o in kept] == [("approved", "a" * 12), ("rejected", "b" * 12)]
     assert registry.approved_model("X", store).model_md5 == "a" * 16
     assert registry.latest(store, "X").decision == registry.REJECTED
     assert registry.stockcodes(store) == ["X"] and registry.history(store, "NONE") == []
@@ -108,6 +115,15 @@ def test_the_store_on_a_real_s3_server(monkeypatch):
         keys = [o["Key"] for o in server.client().list_objects_v2(Bucket=server.bucket)["Contents"]]
         assert len(keys) == 1 and keys[0].startswith("registry/X/") and keys[0].endswith(".json")
         assert json.loads(server.client().get_object(Bucket=server.bucket, Key=keys[0])["Body"].read())["model_md5"] == "c" * 16
+        # The conditional create the sequence stands on: SeaweedFS honours `If-None-Match: *`, a
+        # second PUT of a name is refused (412) and the first object stays.
+        from botocore.exceptions import ClientError
+
+        assert keys[0] == "registry/X/0000000001.json"
+        with pytest.raises(ClientError) as refused:
+            server.client().put_object(Bucket=server.bucket, Key=keys[0], Body=b"{}", IfNoneMatch="*")
+        assert refused.value.response["ResponseMetadata"]["HTTPStatusCode"] == 412
+        assert registry.history(store, "X")[0].model_md5 == "c" * 16
         concurrent_writers_lose_nothing(f"s3://{server.bucket}/registry-concurrent", env=server.env())
         wrong = registry.RegistryStore(location, key=server.access_key, secret="wrong")
         with pytest.raises(Exception, match="(?i)forbidden|denied|signature"):

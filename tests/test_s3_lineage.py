@@ -28,7 +28,7 @@ from pricing.layout import (
     Layout,
 )
 from tasks.result_storage import RESULT_STORAGE_ENV
-from tests.api_lineage import RELAXED_RISK, TINY_BUDGET
+from tests.api_lineage import RELAXED_RISK, TINY_BUDGET, sign_off
 from tests.api_models import artifact_hash
 from tests.project_copy import make_project_copy, remote_dir, run
 from tests.s3_server import free_ports, running_s3_server
@@ -68,9 +68,10 @@ def test_lineage_on_s3_approves_serves_and_fails_safely(tmp_path, monkeypatch):
 
         ran = run_lineage(root, env, TINY_BUDGET)
         assert ran.returncode == 0, output(ran)
-        approved = registry.approved_model(SC, store)
-        assert approved is not None, output(ran)
-        assert f"{SC}: model {approved.model_version} approved" in ran.stdout + ran.stderr
+        assert registry.approved_model(SC, store) is None, output(ran)  # the relaxed gate: a candidate …
+        approved = sign_off(root, env, SC, store, output(ran))  # … served once signed off (to the bucket)
+        assert f"{SC}: candidate {approved.model_version} passed every gate" in ran.stdout + ran.stderr
+        assert registry.approved_model(SC, store) == approved
 
         # The model and its lineage went to <storage>/dvc by hash — not to the checkout's folder remote.
         layout = Layout(Path("."))

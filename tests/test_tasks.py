@@ -331,7 +331,7 @@ def test_registry_keeps_every_decision_and_serves_the_last_approved(tmp_path):
     assert served.model_version == "abcdef012345" and served.git["rev"] == "deadbeef"
     assert registry.stockcodes(tmp_path) == ["X"]
     objects = sorted((tmp_path / "X").glob("*.json"))
-    assert len(objects) == 2 and "-rejected-" in objects[1].name
+    assert [o.name for o in objects] == ["0000000001.json", "0000000002.json"]
     assert json.loads(objects[1].read_text())["reasons"] == ["mae_diff 0.3 > 0.2"]
     assert "REJECTED" in registry.describe(registry.latest(tmp_path, "X"))
 

@@ -234,6 +234,8 @@ DEFAULT_PARAMS = {
     "tune": {"n_trials": 20},
     "fairness": {"max_mae_diff": 0.5},
     "toy": {"invalid": [], "garbage": [], "crash": {}, "stale": [], "sleep": {"tune_primary_model": 0}},
+    # As in the real params.yaml: overriding anything else makes a passing run a candidate.
+    "governance": {"approvable_overrides": ["tune.", "toy."]},
 }
 
 
