@@ -777,7 +777,9 @@ def describe(record: Record, detailed: bool = True) -> str:
     lines = [
         f"{record.decision.upper()}  {record.stockcode}  model {record.model_version}  at {record.decided_at}",
         f"  model      {record.model_path or '(none trained)'}  md5 {record.model_md5}",
-        f"  git        {record.git.get('rev')}{'  (work tree dirty)' if record.git.get('dirty') else ''}",
+        f"  git        {record.git.get('rev')}"
+        + (f"  (work tree dirty: snapshot {record.git.get('commit')}, kept by {record.git.get('ref')}, "
+           f"pushed: {record.git.get('pushed_to') or 'no git remote'})" if record.git.get("dirty") else ""),
         f"  hashes     data {record.lineage.get('data')}  code {record.lineage.get('code')}"
         f"  params {record.lineage.get('params')}",
     ]

@@ -39,6 +39,10 @@ CACHE_LINK_TYPES = "hardlink,symlink"
 LAND_LOCK = Path(".dvc") / "tmp" / "pricelineage-land.lock"
 
 
+# Where a dirty-tree run's snapshot commit is kept (and pushed): a ref per commit, never moved.
+SNAPSHOT_REFS = "refs/pricelineage/snapshots"
+
+
 def _git(args: list[str], cwd: Path) -> str:
     result = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True)
     if result.returncode != 0:
@@ -50,13 +54,64 @@ def _git(args: list[str], cwd: Path) -> str:
 
 def source_revision(project: Path) -> dict[str, Any]:
     """The revision a run is made of: HEAD, plus the checkout's uncommitted changes to tracked
-    files as a commit of their own (``git stash create`` writes no file and no ref)."""
+    files as a commit of their own (``git stash create``: no file touched, no stash entry).
+
+    A snapshot commit is kept by a ref of its own (``refs/pricelineage/snapshots/<sha>``), so
+    ``git gc`` never drops what a record names, and pushed to the checkout's git remote where
+    it has one, so another clone can fetch it (``ensure_revision``). ``ref`` and ``pushed_to``
+    (the remote, or why not) go into the record with the revision."""
     head = _git(["rev-parse", "HEAD"], project)
     # A stale index (files copied or touched) makes `stash create` fail: refresh it first.
     subprocess.run(["git", "update-index", "-q", "--refresh"], cwd=project, capture_output=True)
     snapshot = _git(["-c", "user.name=pricelineage", "-c", "user.email=pricelineage@localhost",
                      "stash", "create"], project)
-    return {"rev": head, "commit": snapshot or head, "dirty": bool(snapshot)}
+    source: dict[str, Any] = {"rev": head, "commit": snapshot or head, "dirty": bool(snapshot)}
+    if snapshot:
+        ref = f"{SNAPSHOT_REFS}/{snapshot}"
+        _git(["update-ref", ref, snapshot], project)
+        source.update(ref=ref, pushed_to=_push_ref(project, ref))
+    return source
+
+
+def git_remote(project: Path) -> str | None:
+    """The checkout's git remote: ``origin`` if it has one, else its first, else None."""
+    remotes = _git(["remote"], project).split()
+    return "origin" if "origin" in remotes else (remotes[0] if remotes else None)
+
+
+def _push_ref(project: Path, ref: str) -> str | None:
+    remote = git_remote(project)
+    if remote is None:
+        return None
+    pushed = subprocess.run(["git", "push", "--quiet", remote, f"{ref}:{ref}"], cwd=project,
+                            capture_output=True, text=True)
+    if pushed.returncode != 0:  # the run goes on; the record says the snapshot is only local
+        return f"not pushed to {remote}: {pushed.stderr.strip() or pushed.stdout.strip()}"
+    return remote
+
+
+def ensure_revision(project: Path, git: dict[str, Any], stockcode: str) -> str:
+    """The commit a record names, present in ``project``: fetched by its snapshot ref from the git
+    remote when this clone lacks it. Raises naming what to do when it cannot be had."""
+    commit = git.get("commit") or git.get("rev")
+    if not commit:
+        raise DataValidationError(f"{stockcode}: the record names no git revision to check out")
+    if _has_commit(project, commit):
+        return commit
+    ref, remote = git.get("ref"), git_remote(project)
+    if ref and remote:
+        subprocess.run(["git", "fetch", "--quiet", remote, f"{ref}:{ref}"], cwd=project, capture_output=True)
+        if _has_commit(project, commit):
+            return commit
+    where = f" (its snapshot ref {ref} is not on {remote or 'any git remote'} either)" if ref else ""
+    raise DataValidationError(
+        f"{stockcode}: revision {commit} of the record is not in {project}{where} "
+        "(fetch it, or run from a clone that has it)")
+
+
+def _has_commit(project: Path, commit: str) -> bool:
+    return subprocess.run(["git", "cat-file", "-e", f"{commit}^{{commit}}"], cwd=project,
+                          capture_output=True).returncode == 0
 
 
 @dataclass
@@ -212,16 +267,7 @@ def from_record(project: Path, record: Any, base: Path | None = None, fetch: boo
     entries), its ``dvc.lock`` entries, and — with ``fetch`` — their outputs from the shared
     cache or, where the cache lacks them, the DVC remote.
     """
-    commit = record.git.get("commit") or record.git.get("rev")
-    if not commit:
-        raise DataValidationError(f"{record.stockcode}: the record names no git revision to check out")
-    try:
-        _git(["cat-file", "-e", f"{commit}^{{commit}}"], project)
-    except DataValidationError:
-        raise DataValidationError(
-            f"{record.stockcode}: revision {commit} of the record is not in {project} "
-            "(fetch it, or run from a clone that has it)"
-        ) from None
+    commit = ensure_revision(project, record.git, record.stockcode)
     source = {"rev": record.git.get("rev") or commit, "commit": commit, "dirty": bool(record.git.get("dirty"))}
     stages = dict(record.lineage.get("stages") or {})
     ws = create(project, record.stockcode, list(record.overrides), source=source, base=base, seed={})

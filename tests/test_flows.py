@@ -339,6 +339,30 @@ def test_real_pipeline_approves_85123A_and_reproduces_its_bytes(prefect_api, tmp
     assert "IDENTICAL bytes" in capsys.readouterr().out
 
 
+@pytest.mark.slow
+def test_the_real_gate_at_default_params_approves_one_best_seller_and_rejects_another(prefect_api, tmp_path,
+                                                                                      monkeypatch):
+    """No override at all, the default budget and gates, the real data: 85123A passes on its own
+    test split and is approved (and lands in the checkout); 20725's predicted gap between the
+    groups departs from the actual one wholly beyond ±0.25 on its own data: a real rejection."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from project_copy import make_project_copy
+
+    monkeypatch.setenv("PRICELINEAGE_REGISTRY", str(tmp_path / "registry"))
+    monkeypatch.setenv("PRICELINEAGE_WORKSPACES", str(tmp_path / "workspaces"))
+    root = make_project_copy(tmp_path / "project", {"stockcodes": [SC]})
+    state, summary = run_flow(root, stockcodes=[SC, "20725"], max_concurrent=2)
+    assert state.is_completed(), state.message
+    outcomes = {o["stockcode"]: o for o in summary["outcomes"]}
+    assert outcomes[SC]["status"] == registry.APPROVED, outcomes[SC]["message"]
+    assert outcomes[SC]["fairness"]["basis"] == "own_data" and outcomes[SC]["overrides"] == []
+    assert stage_id("assess_model_risk", SC) in outcomes[SC]["landed"]
+    rejected = outcomes["20725"]
+    assert rejected["status"] == registry.REJECTED, rejected["message"]
+    assert any("wholly beyond ±0.25" in reason for reason in rejected["fairness"]["reasons"]), rejected["fairness"]
+    assert registry.approved_model("20725", tmp_path / "registry") is None
+
+
 def test_a_deterministic_crash_after_the_tune_banner_fails_once_unretried(prefect_api, tmp_path):
     """The real tune banner says "(timeout 360 s)": no reason to retry a crash that follows it."""
     text = real_tune_banner(SC)
