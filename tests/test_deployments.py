@@ -36,7 +36,7 @@ def deployed(tmp_path_factory):
         deploy = run([sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--all"], project,
                      env={**stack.env, **env})
         assert "lineage-product/lineage-product" in deploy.stdout
-        lock = yaml.safe_load((project / "dvc.lock").read_text())["stages"]
+        lock = checkout_lock(project)
         yield {"project": project, "store": store, "stack": stack, "params": (project / "params.yaml").read_bytes(),
                "lock": lock}
     finally:
@@ -90,6 +90,12 @@ def _backfill(stack, stockcodes, overrides=TINY):
     return flow_run, runs
 
 
+def checkout_lock(project) -> dict:
+    """The checkout's dvc.lock stages; none before anything landed (a fresh copy has no dvc.lock)."""
+    path = project / "dvc.lock"
+    return yaml.safe_load(path.read_text())["stages"] if path.exists() else {}
+
+
 def decisions_counted(runs) -> str:
     """The backfill's message as the product runs' own final states have it."""
     names = [run.state.name for run in runs]
@@ -119,7 +125,7 @@ def test_backfill_runs_any_products_side_by_side_and_records_each_whole(deployed
     assert (project / "params.yaml").read_bytes() == deployed["params"]
     # Overridden runs land nothing in the checkout (only an approved run at its own params does),
     # and a product not in its params.yaml never lands.
-    lock = yaml.safe_load((project / "dvc.lock").read_text())["stages"]
+    lock = checkout_lock(project)
     assert lock.get("tune_primary_model@85123A") == deployed["lock"].get("tune_primary_model@85123A")
     assert "tune_primary_model@22423" not in lock
 
