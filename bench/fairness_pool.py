@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     root = Layout().root
     store = registry.RegistryStore(args.registry or registry_location(root))
     histories = {code: registry.history(store, code) for code in store.stockcodes()}
-    members = registry.peer_risk_metrics(histories, stockcode="")
+    members = registry.peer_risk_metrics(histories)
     if not members:
         raise SystemExit(f"{store.location}: no decision with measured gaps; run the lineage first")
     risk = load_params(root)["risk"]

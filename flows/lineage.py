@@ -200,7 +200,7 @@ def fairness_with_peers(root: Path, store: registry.RegistryStore, stockcode: st
     if any(key not in section for key in keys):  # a project whose risk gate does not pool
         return judge_with_peers(own, None)
     histories = {code: registry.history(store, code) for code in store.stockcodes() if code != stockcode}
-    members = {**registry.peer_risk_metrics(histories, stockcode), f"{stockcode}@{(candidate or '')[:12]}": own}
+    members = {**registry.peer_risk_metrics(histories), f"{stockcode}@{(candidate or '')[:12]}": own}
     pooled = pool_gaps(
         members, confidence_level=float(section["confidence_level"]), min_products=int(section["min_pool_products"]),
         thresholds={"mean_outcome_difference": float(section["mean_outcome_difference_threshold"]),

@@ -488,11 +488,6 @@ def _finite_or_none(value: float | None) -> float | None:
 
 
 # -- the list price: what the retailer set, and drift given it ----------------------------
-def _line_weeks(rows: pd.DataFrame) -> pd.Series:
-    dates = rows[DATE_COLUMN]
-    return dates.dt.normalize() - pd.to_timedelta(dates.dt.dayofweek, unit="D")
-
-
 def _event_lines(rows: pd.DataFrame, stockcode: str) -> pl.DataFrame:
     return pl.DataFrame({
         PRODUCT: [stockcode] * len(rows),
@@ -503,20 +498,17 @@ def _event_lines(rows: pd.DataFrame, stockcode: str) -> pl.DataFrame:
 
 def with_price_to_list(rows: pd.DataFrame, stockcode: str) -> pd.DataFrame:
     """``rows`` with ``price_to_list``: each line's unit price over the list price in effect in its
-    week (carried forward over weeks without a registered line, back over the weeks before the
-    first one)."""
-    weeks = _line_weeks(rows)
-    lines = _event_lines(rows, stockcode).with_columns(pl.Series(WEEK, weeks.to_numpy()))
-    listed = modal_list_price(lines)
-    by_week = (pl.DataFrame({WEEK: sorted(weeks.unique())}).with_columns(pl.col(WEEK).cast(lines.schema[WEEK]))
-               .join(listed.drop(PRODUCT), on=WEEK, how="left")
+    week (the weekly panel's weeks and modal price; carried forward over weeks without a
+    registered line, back over the weeks before the first one)."""
+    lines = _event_lines(rows, stockcode).with_columns(pl.col(DATE_COLUMN).dt.truncate("1w").alias(WEEK))
+    by_week = (lines.select(WEEK).unique().sort(WEEK)
+               .join(modal_list_price(lines).drop(PRODUCT), on=WEEK, how="left")
                .with_columns(pl.col("list_price").forward_fill().backward_fill()))
-    prices = dict(zip(by_week[WEEK].to_list(), by_week["list_price"].to_list()))
-    if not prices or any(value is None for value in prices.values()):
+    if by_week["list_price"].null_count():
         raise DataValidationError(f"drift check of {stockcode}: no registered-buyer line, so no list price to "
                                   f"judge {PRICE_TO_LIST} against")
-    list_price = weeks.map(lambda week: prices[week.to_pydatetime()]).astype(float)
-    return rows.assign(**{PRICE_TO_LIST: rows["unit_price"].astype(float) / list_price})
+    list_price = lines.join(by_week, on=WEEK, how="left", maintain_order="left")["list_price"].to_numpy()
+    return rows.assign(**{PRICE_TO_LIST: rows["unit_price"].to_numpy(dtype=float) / list_price})
 
 
 def list_price_events(rows: pd.DataFrame, stockcode: str, config: DriftConfig, current_end: pd.Timestamp,
@@ -588,7 +580,10 @@ def check_drift(
     data and params must give the same bytes.
     """
     _validate_rows(rows, stockcode, config)
-    if PRICE_TO_LIST in config.columns:
+    # Judged given the price (price_to_list tested), the comparisons keep to the current list
+    # price; testing unit_price itself, a list-price change is drift, as it was before events.
+    given_the_price = PRICE_TO_LIST in config.columns
+    if given_the_price:
         rows = with_price_to_list(rows, stockcode)
     if data_end is None or data_start is None:
         if rows.empty:
@@ -612,9 +607,6 @@ def check_drift(
     starts += [pd.Timestamp(trained[DATE_COLUMN].min())] if known_training else []
     trained_until = pd.Timestamp(trained[DATE_COLUMN].max()) if known_training else None
     events = list_price_events(rows, stockcode, config, current_end, min(starts), trained_until)
-    # Judged given the price (price_to_list tested) the comparisons keep to the current list price;
-    # testing unit_price itself, a list-price change is drift, as it was before events.
-    given_the_price = PRICE_TO_LIST in config.columns
     price_since = pd.Timestamp(events[-1]["week"]) if events and given_the_price else None
     outcomes = {
         comparison.name: compare_windows(rows, comparison, config, current_end, data_start, training, price_since)

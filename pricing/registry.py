@@ -345,13 +345,11 @@ def risk_verdicts(risk_metrics: Mapping[str, Any]) -> dict[str, Any]:
     return verdicts
 
 
-def peer_risk_metrics(histories: Mapping[str, list[Record]], stockcode: str) -> dict[str, dict[str, Any]]:
-    """The risk-stage metrics of every other stockcode's latest decision that measured them, by
+def peer_risk_metrics(histories: Mapping[str, list[Record]]) -> dict[str, dict[str, Any]]:
+    """The risk-stage metrics of each stockcode's latest decision that measured them, by
     ``<stockcode>@<model version>``: the peers a candidate's fairness is pooled with."""
     peers = {}
     for code, records in sorted(histories.items()):
-        if code == stockcode:
-            continue
         trained = next((r for r in reversed(records)
                         if isinstance(r.metrics.get("risk"), Mapping) and r.metrics["risk"].get("checks")), None)
         if trained is not None:
