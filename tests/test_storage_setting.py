@@ -99,3 +99,19 @@ def test_a_workspace_pushes_to_the_settings_remote_with_the_users_options(tmp_pa
         workspace.remove(ws)
     assert "team-bucket" not in (toy / ".dvc" / "config.local").read_text()  # the user's file is untouched
     shutil.rmtree(tmp_path / "ws", ignore_errors=True)
+
+
+def test_the_settings_command_shows_each_value_and_where_it_came_from(tmp_path, monkeypatch, capsys):
+    from flows import lineage_cli
+
+    root = project_with(tmp_path, {"registry": str(tmp_path / "decisions"), "min_product_lines": 5})
+    monkeypatch.setenv(STORAGE_ENV, "s3://team-bucket")
+    monkeypatch.delenv("PRICELINEAGE_RETRIES", raising=False)
+    assert lineage_cli.main(["--root", str(root), "settings"]) == 0
+    shown = {line.split()[0]: line.split()[1:] for line in capsys.readouterr().out.splitlines()}
+    assert shown["registry"] == ["s3://team-bucket/registry", "env", STORAGE_ENV, "+", "/registry"]  # storage wins
+    assert shown["min_product_lines"] == ["5", "params.yaml", "orchestration.min_product_lines"]
+    assert shown["retries"] == ["3", "default"]
+    monkeypatch.setenv(STORAGE_ENV, "team-bucket")
+    assert lineage_cli.main(["--root", str(root), "settings"]) == 2  # named, not a traceback
+    assert f"error: {STORAGE_ENV} must be an S3 URL" in capsys.readouterr().out
