@@ -8,14 +8,15 @@ from flask import Flask, jsonify, render_template, request
 from werkzeug.datastructures import MultiDict
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from app.artifacts import Remote
 from app.models import ModelCatalogue
 from app.openapi import openapi_document
 from app.predict import (MAX_POINTS_PER_CALL, MAX_PRICE_BINS, MIN_UNIT_PRICE, ParameterError, check_parameters,
                          check_total_points, predict_price)
-from app.settings import Settings
 from pricing.errors import DataValidationError
-from pricing.registry import RegistryStore, check_stockcode
+from pricing.registry import check_stockcode
+from stores.dvc_remote import Remote
+from stores.registry_store import RegistryStore
+from stores.settings import ApiSettings, load_settings
 
 MAX_BATCH = 50
 # A full batch is about 5 KB of JSON; far more is no request of this API, only work to parse.
@@ -119,8 +120,8 @@ def json_body() -> Any:
     return body
 
 
-def create_app(settings: Settings | None = None) -> Flask:
-    settings = settings or Settings.from_env()
+def create_app(settings: ApiSettings | None = None) -> Flask:
+    settings = settings or load_settings().api()
     app = Flask(__name__)
     app.json.sort_keys = False
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES

@@ -25,14 +25,15 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from app.artifacts import ArtifactError, Remote
 from pricing.demand import SEGMENT, DemandCurve, Evidence, PriceResponse, price_evidence, price_response
 from pricing.errors import DataValidationError
 from pricing.features import LIST_PRICE, list_price_features
 from pricing.layout import SPLITS, Layout
 from pricing.portable import PortableModel
 from pricing.price_response import WeeklyDemand, weekly_demand
-from pricing.registry import Record, RegistryStore, decisions, output_md5, serving
+from pricing.registry import Record, decisions, output_md5, serving
+from stores.dvc_remote import ArtifactError, Remote
+from stores.registry_store import RegistryStore
 
 log = logging.getLogger(__name__)
 LAYOUT = Layout()  # paths relative to a project root: as dvc.lock records them

@@ -2,7 +2,7 @@
 
 Binds 127.0.0.1 by default; the registry store and DVC remote are those of this checkout
 (params.yaml ``orchestration.registry`` and ``.dvc/config``) unless the environment says
-otherwise (``PRICELINEAGE_REGISTRY``, ``PRICELINEAGE_DVC_REMOTE_URL``).
+otherwise (``stores.settings``; ``python -m flows.lineage_cli settings`` shows what is in effect).
 """
 from __future__ import annotations
 
@@ -14,14 +14,13 @@ import sys
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from pathlib import Path
 
 import waitress
 
 from app import create_app
+from stores.settings import PROJECT_ROOT
 
 LISTENING = re.compile(r"price API on (http://127\.0\.0\.1:\d+)/")
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
 def main(argv: list[str] | None = None) -> int:

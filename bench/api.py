@@ -32,8 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 import requests
 
 from app.serve import PROJECT_ROOT, served_in_a_process
-from app.settings import Settings
-from pricing.layout import REGISTRY_ENV, REMOTE_URL_ENV
+from stores.settings import REGISTRY_ENV, REMOTE_URL_ENV, load_settings
 
 COLD_START = """
 import json, sys, time
@@ -95,7 +94,7 @@ def cold_start(env: dict[str, str], with_torch: bool, runs: int) -> tuple[float,
 
 
 def main(argv: list[str] | None = None) -> int:
-    defaults = Settings.from_env()
+    defaults = load_settings()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--registry", default=defaults.registry)
     parser.add_argument("--remote", default=defaults.dvc_remote)

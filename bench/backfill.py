@@ -25,7 +25,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="bench-backfill-prefect-"))
 
@@ -39,12 +38,13 @@ def throughput(count: int) -> None:
     from prefect.deployments import run_deployment
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
+    from bench.project_copy import make_project_copy, run
     from deployments import local_stack
-    from project_copy import make_project_copy, run
+    from stores.settings import REGISTRY_ENV, WORKSPACES_ENV
 
     base = Path(tempfile.mkdtemp(prefix="bench-backfill-"))
     project = make_project_copy(base / "project")
-    env = {"PRICELINEAGE_REGISTRY": str(base / "registry"), "PRICELINEAGE_WORKSPACES": str(base / "workspaces")}
+    env = {REGISTRY_ENV: str(base / "registry"), WORKSPACES_ENV: str(base / "workspaces")}
     stack = local_stack.start(base / "stack", port=local_stack.free_port(), extra_env=env)
     try:
         run([sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--all"], project, env={**stack.env, **env})
@@ -75,19 +75,20 @@ def throughput(count: int) -> None:
 def overhead(repeat: int) -> None:
     from prefect.testing.utilities import prefect_test_harness
 
+    from bench.toy_project import make_toy_project, registry_dir
     from flows.lineage import lineage_at
     from pricing import registry
-    from toy_project import make_toy_project, registry_dir
+    from stores import registry_store
 
     with prefect_test_harness():
         results = {}
         for products in (1, 800):
             base = Path(tempfile.mkdtemp(prefix=f"bench-overhead-{products}-"))
             root = make_toy_project(base / "toy")
-            store = registry.RegistryStore(registry_dir(root))
+            store = registry_store.RegistryStore(registry_dir(root))
             template = None
             lineage_at(root=str(root), stockcodes=["22423"], overrides=["tune.n_trials=2"], return_state=True)
-            template = registry.latest(store, "22423")
+            template = registry_store.latest(store, "22423")
             for i in range(products - 1):
                 for _ in range(5):
                     store.put(registry.Record(**{**template.__dict__, "stockcode": f"P{i:05d}"}))

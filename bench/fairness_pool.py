@@ -18,7 +18,9 @@ import statistics
 
 from pricing import registry
 from pricing.fairness import POOLED_CHECKS, pool_gaps
-from pricing.layout import Layout, load_params, registry_location
+from pricing.layout import Layout, load_params
+from stores.registry_store import RegistryStore
+from stores.settings import load_settings
 
 
 def _width(check: dict) -> float | None:
@@ -31,8 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--registry", default=None, help="registry store (default: the project's)")
     args = parser.parse_args(argv)
     root = Layout().root
-    store = registry.RegistryStore(args.registry or registry_location(root))
-    histories = {code: registry.history(store, code) for code in store.stockcodes()}
+    store = RegistryStore(args.registry or load_settings(root).registry)
+    histories = {code: store.history(code) for code in store.stockcodes()}
     members = registry.peer_risk_metrics(histories)
     if not members:
         raise SystemExit(f"{store.location}: no decision with measured gaps; run the lineage first")

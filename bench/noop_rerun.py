@@ -43,7 +43,7 @@ def main() -> int:
     if args.root:
         root = Path(args.root).resolve()
     else:
-        from tests.toy_project import make_toy_project
+        from bench.toy_project import make_toy_project
 
         root = make_toy_project(Path(tempfile.mkdtemp(prefix="noop-bench-")) / "toy")
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}

@@ -28,7 +28,6 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -217,27 +216,14 @@ def start(
     return stack
 
 
-@contextmanager
-def _environment(env: dict[str, str]):
-    saved = dict(os.environ)
-    os.environ.clear()
-    os.environ.update(env)
-    try:
-        yield
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-
-
 def stores_in_use(project: Path, env: dict[str, str]) -> dict[str, str]:
     """The registry store, DVC remote and workspaces a flow run of ``project`` uses under ``env``
-    (the worker's environment), resolved by the code the flows and the API resolve them with."""
-    from app.settings import dvc_remote_location
-    from pricing.layout import registry_location, workspaces_dir
+    (the worker's environment), resolved by the settings the flows and the API resolve them with."""
+    from stores.settings import load_settings
 
-    with _environment(env):
-        return {"registry store": registry_location(project), "DVC remote": dvc_remote_location(project),
-                "workspaces": str(workspaces_dir(project))}
+    settings = load_settings(project, environ=env)
+    return {"registry store": settings.registry, "DVC remote": settings.dvc_remote,
+            "workspaces": str(settings.workspaces)}
 
 
 def read(state_dir: Path = DEFAULT_STATE_DIR) -> Stack | None:

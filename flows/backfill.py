@@ -29,12 +29,16 @@ from prefect.states import Completed, Failed, State
 
 from flows.lineage import FAILED, OUTCOMES
 from pricing import registry
-from pricing.catalogue import normalise_stockcode, product_line_counts, raw_stockcodes, unknown_stockcodes
+from pricing.catalogue import product_line_counts, raw_stockcodes, unknown_stockcodes
 from pricing.errors import DataValidationError
-from pricing.layout import Layout, load_params, registry_location
+from pricing.layout import Layout, load_params
 from pricing.raw_data import load_raw
+from pricing.stockcodes import normalise_stockcode
+from stores import registry_store
+from stores.registry_store import RegistryStore
+from stores.settings import load_settings
 from tasks import dvcrepo, workspace
-from tasks.stage_task import run_stage
+from tasks.stage_task import run_stage_task
 from tasks.stages import ETL, stage_id
 
 PRODUCT_DEPLOYMENT = "lineage-product/lineage-product"
@@ -69,7 +73,7 @@ def catalogue(project: Path, revision: dict[str, Any], probe: str) -> dict[str, 
     """Lines per product after the ETL of this revision (run once per data version, by hash)."""
     ws = workspace.create(project, probe, [], source=revision)
     try:
-        state = run_stage(ETL, ws.path)
+        state = run_stage_task(ETL, ws.path)
         if not state.is_completed():
             raise DataValidationError(f"the ETL failed, so the stockcodes cannot be checked: {state.message}")
         # Every product's workspace then starts from this ETL, by hash, instead of running it.
@@ -192,12 +196,12 @@ def backfill(
         logger.info("%s: flow run %s %s (%s)", code, run.name, how, run.state.name if run.state else "scheduled")
     finished_runs = wait_for_runs([run.id for run in runs.values()], timeout_seconds)
     rows = []
-    store = registry.RegistryStore(registry_location(project))
+    store = RegistryStore(load_settings(project).registry)
     for code, run in runs.items():
         finished = finished_runs[run.id]
         state = finished.state
         outcome = outcome_of(state)
-        last = registry.latest(store, code) if outcome in registry.DECISIONS else None
+        last = registry_store.latest(store, code) if outcome in registry.DECISIONS else None
         rows.append({
             "stockcode": code,
             "lines": counts.get(code, 0),

@@ -41,15 +41,19 @@ from prefect.states import Completed, Failed, State
 from flows import artifacts
 from pricing import governance, registry
 from pricing.as_of import PARAM as AS_OF
-from pricing.catalogue import normalise_stockcode, product_line_counts
+from pricing.catalogue import product_line_counts
 from pricing.drift_gate import STATUS_INSUFFICIENT, STATUS_OK, DriftGate, decide
 from pricing.errors import DataValidationError
 from pricing.fairness import NOT_ASSESSABLE, judge_with_peers, pool_gaps
-from pricing.layout import Layout, load_params, orchestration_params, registry_location, workspaces_dir
+from pricing.layout import Layout, load_params
+from pricing.stockcodes import normalise_stockcode
+from pricing.versions import model_version
+from stores.registry_store import RegistryStore
+from stores.settings import load_settings
 from tasks import dvcrepo, workspace
 from tasks.approval import approve_model, record_decision, reject_model
 from tasks.locks import StockcodeBusyError, stockcode_lock
-from tasks.stage_task import run_stage
+from tasks.stage_task import run_stage_task
 from tasks.stages import CATALOGUE, DRIFT, INFERENCE, PREPROCESS, RISK, TUNE, lineage_stages, stage_id
 
 TRAINING = (PREPROCESS, TUNE, INFERENCE, RISK)
@@ -58,9 +62,6 @@ FAILED = "failed"
 # What a product's run can end in; `lineage-product` runs end in a state of that name.
 OUTCOMES = (registry.APPROVED, registry.CANDIDATE, registry.REJECTED, registry.INSUFFICIENT_DATA, DRIFT_STOPPED,
             FAILED)
-DEFAULT_WAIT_SECONDS = 1800
-DEFAULT_MIN_LINES = 100
-DEFAULT_CONCURRENCY = 2
 
 
 def _stage_label(state: State) -> str:
@@ -80,7 +81,7 @@ def _keep(served_version: str | None) -> str:
     return f"model {served_version} stays served" if served_version else "no model is served yet"
 
 
-def _stages_in(ws: workspace.Workspace, store: registry.RegistryStore, overrides: list[str],
+def _stages_in(ws: workspace.Workspace, store: RegistryStore, overrides: list[str],
                served: registry.Record | None) -> dict[str, Any]:
     """The per-product half of the lineage inside its workspace; returns its outcome."""
     logger = get_run_logger()
@@ -95,7 +96,7 @@ def _stages_in(ws: workspace.Workspace, store: registry.RegistryStore, overrides
         return _outcome(stockcode, FAILED, message, **common, **extra)
 
     for name in CATALOGUE:  # once per data version: a product run finds them cached by DVC hash
-        state = run_stage(name, root)
+        state = run_stage_task(name, root)
         stages[stage_id(name)] = _stage_label(state)
         if not state.is_completed():
             return failed(f"{stockcode}: {_failure(state)}")
@@ -109,7 +110,7 @@ def _stages_in(ws: workspace.Workspace, store: registry.RegistryStore, overrides
         return _outcome(stockcode, registry.INSUFFICIENT_DATA, message, **common, drift=drift, **extra)
 
     lines = product_line_counts(Layout(root).processed_df).get(stockcode, 0)
-    minimum = int(orchestration_params(root).get("min_product_lines", DEFAULT_MIN_LINES))
+    minimum = load_settings(root).min_product_lines  # the workspace's: a run may override it
     if lines == 0:
         return failed(f"{stockcode}: the data has no line of this stockcode after the ETL")
     if lines < minimum:
@@ -117,7 +118,7 @@ def _stages_in(ws: workspace.Workspace, store: registry.RegistryStore, overrides
         return insufficient(reason, [stage_id(name) for name in CATALOGUE], {"lines": lines, "min_product_lines": minimum}, lines=lines)
 
     for name in (DRIFT, *TRAINING):
-        state = run_stage(name, root, stockcode)
+        state = run_stage_task(name, root, stockcode)
         stages[stage_id(name, stockcode)] = _stage_label(state)
         if not state.is_completed():
             return failed(f"{stockcode}: {_failure(state)}", drift=results.get(DRIFT, {}).get("verdict"))
@@ -191,7 +192,7 @@ def _stages_in(ws: workspace.Workspace, store: registry.RegistryStore, overrides
     return _outcome(stockcode, registry.APPROVED, message, **common, **detail, version=version, new=approved["new"])
 
 
-def fairness_with_peers(root: Path, store: registry.RegistryStore, stockcode: str, candidate: str | None,
+def fairness_with_peers(root: Path, store: RegistryStore, stockcode: str, candidate: str | None,
                         own: dict[str, Any]) -> dict[str, Any]:
     """The candidate's fairness verdict: its own test split where it can tell, else the
     formulation's, pooled over it and every other product's latest trained decision."""
@@ -199,8 +200,8 @@ def fairness_with_peers(root: Path, store: registry.RegistryStore, stockcode: st
     keys = ("confidence_level", "min_pool_products", "mean_outcome_difference_threshold", "mae_diff_threshold")
     if any(key not in section for key in keys):  # a project whose risk gate does not pool
         return judge_with_peers(own, None)
-    histories = {code: registry.history(store, code) for code in store.stockcodes() if code != stockcode}
-    members = {**registry.peer_risk_metrics(histories), f"{stockcode}@{(candidate or '')[:12]}": own}
+    histories = {code: store.history(code) for code in store.stockcodes() if code != stockcode}
+    members = {**registry.peer_risk_metrics(histories), f"{stockcode}@{model_version(candidate or '')}": own}
     pooled = pool_gaps(
         members, confidence_level=float(section["confidence_level"]), min_products=int(section["min_pool_products"]),
         thresholds={"mean_outcome_difference": float(section["mean_outcome_difference_threshold"]),
@@ -214,17 +215,16 @@ def run_product(
     """One product's run: lock, workspace, stages, decision, landing. Never raises for a
     product's own fault: every outcome — a refusal, a failed push, a corrupt record — is returned."""
     logger = get_run_logger()
-    settings = orchestration_params(project)
-    wait = float(settings.get("stockcode_wait_seconds", DEFAULT_WAIT_SECONDS))
+    settings = load_settings(project)
     try:
         stockcode = registry.check_stockcode(normalise_stockcode(stockcode))
-        store = registry.RegistryStore(registry_location(project))
+        store = RegistryStore(settings.registry)
     except Exception as error:  # noqa: BLE001 - a bad stockcode or store is this product's outcome
         return _outcome(str(stockcode), FAILED, f"{stockcode}: {error}", overrides=overrides, stages={})
     ws = None
     try:
-        with stockcode_lock(stockcode, wait, workspaces_dir(project) / "locks"):
-            items = [entry.item for entry in registry.entries(store, stockcode)]  # read once: seed and served
+        with stockcode_lock(stockcode, settings.stockcode_wait_seconds, settings.workspaces / "locks"):
+            items = [entry.item for entry in store.entries(stockcode)]  # read once: seed and served
             decisions = registry.decisions(items)
             seed = (decisions[-1].lineage.get("stages") or {}) if decisions else {}
             served = registry.serving(stockcode, items).record
@@ -341,7 +341,7 @@ def _run_lineage(project: Path, stockcodes: list[str], overrides: list[str] | di
         raise DataValidationError(f"max_concurrent must be at least 1 (0: from params.yaml), got {max_concurrent}")
     # One revision for every product of the run, whatever the checkout does meanwhile.
     revision = workspace.source_revision(project)
-    limit = max_concurrent or int(orchestration_params(project).get("max_concurrent_products", DEFAULT_CONCURRENCY))
+    limit = max_concurrent or load_settings(project).max_concurrent_products
     with ThreadPoolExecutor(max_workers=max(1, min(limit, len(chosen) or 1))) as pool:
         futures = [
             pool.submit(contextvars.copy_context().run, run_product, project, sc, applied, revision) for sc in chosen

@@ -11,11 +11,13 @@ the governance acts that decide what is served.
     python -m flows.lineage_cli unpin 85123A
     python -m flows.lineage_cli rollback 85123A      # serve the version served before this one
     python -m flows.lineage_cli revoke 85123A VERSION --reason TEXT             # never serve it again
+    python -m flows.lineage_cli settings             # every setting in effect, and where it came from
 
 ``show`` and ``list`` read the registry store only (``orchestration.registry`` in params.yaml,
-or PRICELINEAGE_REGISTRY): fast, no Prefect, no DVC. ``checkout`` restores a record's exact
-lineage by hash (from the DVC cache, else the remote); ``reproduce`` runs it again, stage by
-stage in lineage order, and exits 1 naming every output whose md5 is not the record's.
+or PRICELINEAGE_REGISTRY: see ``settings``): fast, no Prefect, no DVC. ``checkout`` restores a
+record's exact lineage by hash (from the DVC cache, else the remote); ``reproduce`` runs it
+again, stage by stage in lineage order, and exits 1 naming every output whose md5 is not the
+record's.
 
 ``approve``, ``pin``, ``unpin``, ``rollback`` and ``revoke`` each write one object of their own
 to the registry store, next in the stockcode's sequence (``pricing.registry.Action``: who, why,
@@ -23,6 +25,10 @@ which version); no record is ever edited. The price API serves by them within it
 interval. An act that would mean nothing (a sign-off of a version that is not a candidate, a pin
 of a revoked one, an empty ``--by``) is refused with the reason, exit 2, and nothing written.
 ``--by`` defaults to the login name except for ``approve``, where it must be given.
+
+``settings`` prints every setting the flows, tasks and the price API read (``stores.settings``):
+its effective value and where it came from, the environment (``PRICELINEAGE_*``), params.yaml
+or the default; exit 2 if one does not parse.
 """
 from __future__ import annotations
 
@@ -35,14 +41,16 @@ from pathlib import Path
 
 from pricing import registry
 from pricing.errors import DataValidationError
-from pricing.layout import registry_location, workspaces_dir
+from stores import registry_store
+from stores.registry_store import RegistryStore
+from stores.settings import load_settings
 from tasks.stages import lineage_stages
 
 
-def _store(root: Path) -> registry.RegistryStore:
+def _store(root: Path) -> RegistryStore:
     """The registry store this command reads, named on stderr: which one follows the shell's
     environment (PRICELINEAGE_REGISTRY, PRICELINEAGE_STORAGE) before params.yaml."""
-    store = registry.RegistryStore(registry_location(root))
+    store = RegistryStore(load_settings(root).registry)
     print(f"registry store {store.location}", file=sys.stderr)
     return store
 
@@ -55,7 +63,7 @@ def _serving_line(serving: registry.Serving) -> str:
 
 def show(root: Path, stockcode: str, as_json: bool) -> int:
     store = _store(root)
-    entries = registry.entries(store, stockcode)
+    entries = store.entries(stockcode)
     items = [entry.item for entry in entries]
     serving = registry.serving(stockcode, items)
     if as_json:
@@ -82,8 +90,8 @@ def show(root: Path, stockcode: str, as_json: bool) -> int:
 
 def list_all(root: Path) -> int:
     store = _store(root)
-    for stockcode in registry.stockcodes(store):
-        items = [entry.item for entry in registry.entries(store, stockcode)]
+    for stockcode in store.stockcodes():
+        items = [entry.item for entry in store.entries(stockcode)]
         serving = registry.serving(stockcode, items)
         records = registry.decisions(items)
         last = records[-1] if records else None
@@ -94,8 +102,8 @@ def list_all(root: Path) -> int:
 
 
 def govern(root: Path, stockcode: str, action: str, version: str | None, by: str, reason: str) -> int:
-    """Write one governance act (see ``pricing.registry.govern``) and say what is served after it."""
-    act, after = registry.govern(_store(root), stockcode, action, version, by, reason)
+    """Write one governance act (see ``stores.registry_store.govern``) and say what is served after it."""
+    act, after = registry_store.govern(_store(root), stockcode, action, version, by, reason)
     print(registry.describe_action(act))
     print(_serving_line(after))
     return 0
@@ -104,11 +112,11 @@ def govern(root: Path, stockcode: str, action: str, version: str | None, by: str
 def chosen_record(root: Path, stockcode: str, version: str | None) -> registry.Record:
     store = _store(root)
     if version is None:
-        record = registry.approved_model(stockcode, store)
+        record = registry_store.approved_model(stockcode, store)
         if record is None:
             raise DataValidationError(f"{stockcode}: no approved model in {store.location}")
         return record
-    matches = [r for r in registry.history(store, stockcode) if r.model_version.startswith(version)]
+    matches = [r for r in store.history(stockcode) if r.model_version.startswith(version)]
     if not matches:
         raise DataValidationError(f"{stockcode}: no recorded model version starting {version!r} in {store.location}")
     return matches[-1]
@@ -118,7 +126,7 @@ def checkout(root: Path, stockcode: str, version: str | None) -> int:
     from tasks import workspace
 
     record = chosen_record(root, stockcode, version)
-    ws = workspace.from_record(root.resolve(), record, base=workspaces_dir(root) / "checkouts")
+    ws = workspace.from_record(root.resolve(), record, base=load_settings(root).workspaces / "checkouts")
     print(f"{stockcode}: model {record.model_version} ({record.decision} {record.decided_at}) checked out in\n{ws.path}")
     print("Its dvc.lock is the record's; `dvc status` there shows it up to date.")
     return 0
@@ -132,7 +140,8 @@ def reproduce(root: Path, stockcode: str, version: str | None, keep: bool) -> in
         raise DataValidationError(f"{stockcode}: decision {record.model_version} trained no model to reproduce")
     recorded = dict(record.lineage.get("stages") or {})
     stages = recorded_in_lineage_order(record.stockcode, recorded)
-    ws = workspace.from_record(root.resolve(), record, base=workspaces_dir(root) / "reproductions", fetch=False)
+    ws = workspace.from_record(root.resolve(), record, base=load_settings(root).workspaces / "reproductions",
+                               fetch=False)
     print(f"{stockcode}: re-running {len(stages)} stages of model {record.model_version} in {ws.path}")
     again = workspace.reproduce(ws, stages)
     new_md5 = registry.output_md5(again, record.model_path)
@@ -154,6 +163,16 @@ def reproduce(root: Path, stockcode: str, version: str | None, keep: bool) -> in
     return 1 if differing else 0
 
 
+def show_settings(root: Path) -> int:
+    """Every setting in effect for the checkout at ``root``, and where each came from."""
+    rows = load_settings(root.resolve()).explain()
+    width = max(len(name) for name, _, _ in rows)
+    value_width = min(60, max(len(value) for _, value, _ in rows))
+    for name, value, where in rows:
+        print(f"{name:{width}}  {value:{value_width}}  {where}")
+    return 2 if any(value.startswith("error: ") for _, value, _ in rows) else 0
+
+
 def recorded_in_lineage_order(stockcode: str, recorded: dict) -> list[str]:
     """The record's stages in the order the lineage runs them (a record's keys are sorted by
     name, which puts assess before tune)."""
@@ -172,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     show_parser.add_argument("stockcode")
     show_parser.add_argument("--json", action="store_true")
     commands.add_parser("list", help="every stockcode with a recorded decision")
+    commands.add_parser("settings", help="every setting in effect, and where it came from (env, params.yaml, default)")
     for name, text in (("checkout", "a workspace holding a recorded lineage, restored by hash"),
                        ("reproduce", "re-run a recorded lineage and compare the model bytes")):
         sub = commands.add_parser(name, help=text)
@@ -208,6 +228,8 @@ def main(argv: list[str] | None = None) -> int:
             return checkout(root, args.stockcode, args.version)
         if args.command == "reproduce":
             return reproduce(root, args.stockcode, args.version, args.keep)
+        if args.command == "settings":
+            return show_settings(root)
         return list_all(root)
     except DataValidationError as error:
         print(f"error: {error}", file=sys.stderr)

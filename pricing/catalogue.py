@@ -6,13 +6,8 @@ from pathlib import Path
 
 import polars as pl
 
-from pricing.etl import normalise_stockcodes
 from pricing.features import PRODUCT
-
-
-def normalise_stockcode(code: str) -> str:
-    """One stock code as the ETL spells it (the same rule, applied to one value)."""
-    return pl.select(normalise_stockcodes(pl.lit(str(code)))).item()
+from pricing.stockcodes import normalise_stockcode, normalise_stockcodes
 
 
 def product_line_counts(processed_df: Path) -> dict[str, int]:

@@ -2,11 +2,11 @@
 
 The one place for paths and file names: stages, tasks, flows and the app import them from
 here. ``dvc.yaml`` has to spell the same paths as literals (DVC reads no Python);
-``tests/test_layout.py`` keeps the two in step.
+``tests/test_layout.py`` keeps the two in step. Where the shared stores are (the registry
+store, the DVC remote, workspaces) is a setting, not a path of the checkout: ``stores.settings``.
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -143,22 +143,7 @@ class Layout:
         return self.root / "metrics" / f"dfn_risk_fairness_{stockcode}.json"
 
 
-
 SPLITS = ("train", "val", "test")
-
-# Where runs keep what outlives a work tree: params.yaml `orchestration`, each overridden by
-# its environment variable (a deployment or a test sets them without touching params.yaml).
-# One setting moves all three shared stores to S3: `storage` (env PRICELINEAGE_STORAGE) =
-# s3://bucket[/prefix] puts the DVC remote at <storage>/dvc, the registry store at
-# <storage>/registry and Prefect's results at <storage>/prefect-results. A part's own
-# variable (PRICELINEAGE_REGISTRY, PRICELINEAGE_DVC_REMOTE_URL) still wins for that part.
-STORAGE_ENV = "PRICELINEAGE_STORAGE"
-REGISTRY_ENV = "PRICELINEAGE_REGISTRY"
-REMOTE_URL_ENV = "PRICELINEAGE_DVC_REMOTE_URL"
-WORKSPACES_ENV = "PRICELINEAGE_WORKSPACES"
-DEFAULT_REGISTRY = "~/pricelineage-registry"
-DEFAULT_WORKSPACES = "~/pricelineage-workspaces"
-STORAGE_PREFIXES = {"dvc_remote": "dvc", "registry": "registry", "results": "prefect-results"}
 
 
 def load_params(root: Path | str = ".") -> dict[str, Any]:
@@ -166,55 +151,3 @@ def load_params(root: Path | str = ".") -> dict[str, Any]:
     path = Path(root) / PARAMS_FILE
     with path.open() as handle:
         return yaml.safe_load(handle)
-
-
-def orchestration_params(root: Path | str = ".") -> dict[str, Any]:
-    """params.yaml's ``orchestration`` section; none where there is no params.yaml (Lambda)."""
-    if not (Path(root) / PARAMS_FILE).exists():
-        return {}
-    return dict(load_params(root).get("orchestration") or {})
-
-
-def expand_location(location: str) -> str:
-    """A URL as it is; a folder with ``~`` expanded."""
-    return location if "://" in location else str(Path(location).expanduser())
-
-
-def storage_root(root: Path | str = ".") -> str | None:
-    """The S3 URL every shared store lives under (``s3://bucket[/prefix]``), or None for the
-    local defaults."""
-    value = os.environ.get(STORAGE_ENV) or orchestration_params(root).get("storage")
-    if not value:
-        return None
-    text = str(value).strip().rstrip("/")
-    bucket = text.removeprefix("s3://").split("/", 1)[0]
-    if not text.startswith("s3://") or not bucket:
-        source = STORAGE_ENV if os.environ.get(STORAGE_ENV) else f"{PARAMS_FILE} orchestration.storage"
-        raise ValueError(f"{source} must be an S3 URL, s3://<bucket>[/<prefix>]; got {value!r}")
-    return text
-
-
-def storage_location(root: Path | str, part: str) -> str | None:
-    """Where ``part`` (dvc_remote, registry or results) lives under the storage setting."""
-    base = storage_root(root)
-    return f"{base}/{STORAGE_PREFIXES[part]}" if base else None
-
-
-def registry_location(root: Path | str = ".") -> str:
-    """The registry store: a folder, or an fsspec URL such as ``s3://bucket/registry``."""
-    location = (os.environ.get(REGISTRY_ENV) or storage_location(root, "registry")
-                or orchestration_params(root).get("registry") or DEFAULT_REGISTRY)
-    return expand_location(str(location))
-
-
-def dvc_remote_url(root: Path | str = ".") -> str | None:
-    """The DVC remote's URL when the environment or the storage setting names one; None: the
-    checkout's own default remote (``.dvc/config``)."""
-    location = os.environ.get(REMOTE_URL_ENV) or storage_location(root, "dvc_remote")
-    return expand_location(location) if location else None
-
-
-def workspaces_dir(root: Path | str = ".") -> Path:
-    """Where each product run gets its own workspace (kept there after a failure)."""
-    location = os.environ.get(WORKSPACES_ENV) or orchestration_params(root).get("workspaces") or DEFAULT_WORKSPACES
-    return Path(str(location)).expanduser()

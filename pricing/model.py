@@ -17,7 +17,6 @@ Two architectures (``hparams["architecture"]``):
 """
 from __future__ import annotations
 
-import hashlib
 import io
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -303,11 +302,6 @@ def load_checkpoint(source: Any) -> tuple[Network, dict[str, Any]]:
     model.load_state_dict(payload["state_dict"])
     model.eval()
     return model, payload
-
-
-def model_version(data: bytes, stockcode: str) -> str:
-    """A short, content-derived model version: ``dfn-<stockcode>-<md5 of the checkpoint[:12]>``."""
-    return f"dfn-{stockcode}-{hashlib.md5(data).hexdigest()[:12]}"
 
 
 def _layer_plan(sequential: nn.Sequential, key: str, arrays: dict[str, np.ndarray]) -> list[dict[str, Any]]:

@@ -1,49 +1,41 @@
 """The approval record: which model version is served per stockcode, and why.
 
-Decisions live in a **registry store** outside any work tree: a local folder by default (beside
-the local DVC remote), an fsspec URL such as ``s3://bucket/registry`` in production. Each
-decision is one immutable JSON object, named by the stockcode's own sequence
-(``<stockcode>/0000000007.json``: a conditional create of the next number, so the order is the
-store's and never a writer's clock, and two writers never clash). A decision is ``approved``,
-``candidate`` (passed every gate but overrode a gate param: served once signed off),
-``rejected`` or ``insufficient_data``, with the model version (the content hash of its
-checkpoint, the same md5 DVC stores it under), the hashes of its data, code and params
-summarised from the ``dvc.lock`` entries it descends from (kept in full, so the lineage can be
-checked out and re-run), the git revision, the platform that made it, metrics, drift, fairness
-and price verdicts, and when.
+Decisions live in a **registry store** outside any work tree (``stores.registry_store``: a
+folder, or an S3 URL in production). Each decision is one immutable JSON object, named by the
+stockcode's own sequence (``<stockcode>/0000000007.json``: a conditional create of the next
+number, so the order is the store's and never a writer's clock, and two writers never clash).
+A decision is ``approved``, ``candidate`` (passed every gate but overrode a gate param: served
+once signed off), ``rejected`` or ``insufficient_data``, with the model version (the content
+hash of its checkpoint, the same md5 DVC stores it under, spelled by
+``pricing.versions.model_version``), the hashes of its data, code and params summarised from
+the ``dvc.lock`` entries it descends from (kept in full, so the lineage can be checked out and
+re-run), the git revision, the platform that made it, metrics, drift, fairness and price
+verdicts, and when.
 
 Governance acts are objects of their own in the same sequence (``Action``): a ``signoff`` of a
 candidate, a ``pin``, an ``unpin``, a ``rollback``, a ``revoke``; history is never rewritten.
 :func:`serving` is the rule that says, from a stockcode's ordered objects, what is served and
 why (or why nothing is).
 
-Read API (what the app uses)::
-
-    from pricing.registry import approved_model, serving
-    record = approved_model("85123A", store)   # the model to serve, or None
-    record.model_path, record.model_md5, record.model_version
-
-Pure: no Prefect, no DVC. Callers hand in ``dvc.lock`` entries as plain dicts.
+What a record says, not where it is kept: no storage client, no environment, no Prefect, no
+DVC (``tests/test_layers.py``). Callers hand in ``dvc.lock`` entries as plain dicts and a
+stockcode's objects as read from the store.
 """
 from __future__ import annotations
 
 import hashlib
 import importlib.metadata
 import json
-import os
 import platform
 import re
-import uuid
-from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import fsspec
-
 from pricing.errors import DataValidationError
+from pricing.versions import model_version
 
 APPROVED = "approved"
 CANDIDATE = "candidate"  # passed every gate, but overrode a gate param: served once signed off
@@ -80,7 +72,7 @@ class Record(_Stored):
 
     stockcode: str
     decision: str  # "approved" | "candidate" | "rejected" | "insufficient_data"
-    model_version: str  # first 12 hex digits of the checkpoint's md5 (of the lineage without one)
+    model_version: str  # pricing.versions.model_version of the checkpoint's md5 (of the lineage without one)
     model_path: str | None  # the checkpoint, relative to the project root (None: nothing trained)
     model_md5: str | None  # its full md5: the DVC cache / remote object it is stored as
     decided_at: str  # ISO 8601, UTC
@@ -230,7 +222,7 @@ def make_record(
         raise ValueError(f"decision must be one of {DECISIONS}, got {decision!r}")
     lineage = summarise_lineage(stages)
     md5 = output_md5(stages, model_path) if model_path else None
-    version = (md5 or _digest(lineage))[:12]
+    version = model_version(md5 or _digest(lineage))
     return Record(
         stockcode=stockcode,
         decision=decision,
@@ -357,7 +349,7 @@ def peer_risk_metrics(histories: Mapping[str, list[Record]]) -> dict[str, dict[s
     return peers
 
 
-# -- the store ---------------------------------------------------------------------------------
+# -- object names ------------------------------------------------------------------------------
 # Stockcodes become object-name prefixes: keep them to what every store spells the same way.
 # Matched whole (fullmatch): ``$`` would also match before a trailing newline.
 _STOCKCODE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -379,167 +371,32 @@ def check_stockcode(stockcode: str) -> str:
 # in the order of their names (their writers' clocks), as they always were.
 _SEQUENCED = re.compile(r"(\d{10})\.json")
 SEQUENCE_DIGITS = 10
-MAX_CREATE_ATTEMPTS = 1000
 
 
-def _sequence(name: str) -> int | None:
+def sequence_number(name: str) -> int | None:
+    """The sequence number an object's name holds (None: an object of older code)."""
     match = _SEQUENCED.fullmatch(name)
     return int(match.group(1)) if match else None
 
 
-def _order(name: str) -> tuple[int, int, str]:
-    number = _sequence(name)
+def sequenced_name(number: int) -> str:
+    return f"{number:0{SEQUENCE_DIGITS}d}.json"
+
+
+def history_order(name: str) -> tuple[int, int, str]:
+    """Sort key of object names in history order: older code's objects by name, then the sequence."""
+    number = sequence_number(name)
     return (0, 0, name) if number is None else (1, number, name)
 
 
-def _precondition_failed(error: BaseException) -> bool:
-    """Did an S3 PUT with ``If-None-Match: *`` find the object already there? s3fs says so with
-    FileExistsError where the server names the condition (AWS), else with the 412 it got
-    (SeaweedFS answers 412 PreconditionFailed without naming it)."""
-    if isinstance(error, FileExistsError):
-        return True
-    response = getattr(error.__cause__, "response", None) or {}
-    status = (response.get("ResponseMetadata") or {}).get("HTTPStatusCode")
-    return (response.get("Error") or {}).get("Code") == "PreconditionFailed" or status == 412
+def next_sequence_number(names: Iterable[str]) -> int:
+    """The number the next object of a stockcode whose objects are ``names`` tries first."""
+    return max((n for n in map(sequence_number, names) if n is not None), default=0) + 1
 
 
-@dataclass(frozen=True)
-class Entry:
-    """One stored object in its place in a stockcode's history."""
-
-    name: str  # the object's name in the stockcode's folder
-    sequence: int | None  # its number (None: an object of older code, ordered by its name)
-    item: Record | Action
-
-
-class RegistryStoreError(OSError):
-    """The registry store could not be reached, read or written (keys, permissions, network)."""
-
-
-@contextmanager
-def _reaching(store: "RegistryStore", doing: str) -> Iterator[None]:
-    """Say which store and what for when the storage underneath fails (S3: a wrong key, an
-    endpoint that does not answer), whatever the error's type (botocore's are not OSError)."""
-    try:
-        yield
-    except (FileNotFoundError, DataValidationError):
-        raise
-    except Exception as error:  # noqa: BLE001 - re-raised with the store named
-        raise RegistryStoreError(f"registry store {store.location}: could not {doing}: "
-                                 f"{type(error).__name__}: {error}") from error
-
-
-class RegistryStore:
-    """The decisions of every stockcode under one location (a folder or an fsspec URL)."""
-
-    def __init__(self, location: str | os.PathLike, **storage_options: Any) -> None:
-        text = os.fspath(location)
-        self.location = text if "://" in text else str(Path(text).expanduser().resolve())
-        # A store of its own, not fsspec's cached instance: that one keeps the endpoint and keys
-        # the process first saw, even after the environment names others.
-        self.fs, self.base = fsspec.core.url_to_fs(self.location, skip_instance_cache=True, **storage_options)
-        self.is_local = "file" in (self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,))
-
-    def __repr__(self) -> str:
-        return f"RegistryStore({self.location!r})"
-
-    def _folder(self, stockcode: str) -> str:
-        return f"{self.base.rstrip('/')}/{check_stockcode(stockcode)}"
-
-    def put(self, item: Record | Action) -> str:
-        """Write ``item`` as the stockcode's next object (a conditional create: never over another
-        writer's); return its name in the store."""
-        folder = self._folder(item.stockcode)
-        payload = (item.to_json() + "\n").encode()
-        with _reaching(self, f"list {item.stockcode}"):
-            numbers = [n for n in map(_sequence, self._names(item.stockcode)) if n is not None]
-        number = max(numbers, default=0) + 1
-        for _ in range(MAX_CREATE_ATTEMPTS):
-            name = f"{number:0{SEQUENCE_DIGITS}d}.json"
-            with _reaching(self, f"write {item.stockcode}/{name}"):
-                if self._create(folder, name, payload):
-                    return f"{item.stockcode}/{name}"
-            number += 1  # another writer has that number: the next one
-        raise RegistryStoreError(f"registry store {self.location}: no free sequence number for {item.stockcode} "
-                                 f"after {MAX_CREATE_ATTEMPTS} attempts")
-
-    def _create(self, folder: str, name: str, payload: bytes) -> bool:
-        """Create ``folder/name`` holding ``payload`` unless it exists (then False), atomically:
-        readers never see half an object, and of two writers exactly one creates it."""
-        path = f"{folder}/{name}"
-        if self.is_local:  # written aside, then linked: link(2) fails if the name exists
-            self.fs.makedirs(folder, exist_ok=True)
-            tmp = f"{folder}/.{name}.{uuid.uuid4().hex[:12]}.tmp"
-            with self.fs.open(tmp, "wb") as handle:
-                handle.write(payload)
-                handle.flush()
-                os.fsync(handle.fileno())
-            try:
-                os.link(tmp, path)
-                return True
-            except FileExistsError:
-                return False
-            finally:
-                os.unlink(tmp)
-        # An object store's PUT is atomic; `If-None-Match: *` makes it a create (AWS S3 since
-        # 2024; SeaweedFS answers 412 to a second one, tests/test_registry_store.py). A store
-        # that ignored the header would let a racing writer replace an object: use one that
-        # honours it.
-        try:
-            self.fs.pipe_file(path, payload, mode="create")
-            return True
-        except Exception as error:  # noqa: BLE001 - only the precondition is ours to handle
-            if not _precondition_failed(error):
-                raise
-        # A PUT retried by the client after a lost answer also gets 412: that object is ours.
-        self.fs.invalidate_cache(path)  # the listing just cached does not hold it yet
-        try:
-            return self.fs.cat_file(path) == payload
-        except FileNotFoundError:  # another writer's, not visible yet: the next number
-            return False
-
-    def _names(self, stockcode: str) -> list[str]:
-        """The stockcode's object names, in history order."""
-        folder = self._folder(stockcode)
-        try:
-            with _reaching(self, f"list {stockcode}"):
-                listed = self.fs.ls(folder, detail=False, refresh=True)
-        except FileNotFoundError:
-            return []
-        names = [str(path).rstrip("/").rsplit("/", 1)[-1] for path in listed]
-        return sorted((name for name in names if name.endswith(".json") and not name.startswith(".")), key=_order)
-
-    def entries(self, stockcode: str) -> list[Entry]:
-        """Every decision and governance act about ``stockcode``, in history order."""
-        folder = self._folder(stockcode)
-        entries = []
-        for name in self._names(stockcode):
-            with _reaching(self, f"read {stockcode}/{name}"):
-                text = self.fs.cat_file(f"{folder}/{name}").decode()
-            try:
-                entries.append(Entry(name, _sequence(name), parse_object(json.loads(text))))
-            except (ValueError, TypeError, AttributeError) as error:
-                raise DataValidationError(f"registry object {self.location}/{stockcode}/{name} is corrupt: {error}") from error
-        return entries
-
-    def history(self, stockcode: str) -> list[Record]:
-        """Every decision about ``stockcode``, oldest first (governance acts left out)."""
-        return decisions(entry.item for entry in self.entries(stockcode))
-
-    def stockcodes(self) -> list[str]:
-        """Stockcodes with at least one recorded decision."""
-        try:
-            with _reaching(self, "list its stockcodes"):
-                listed = self.fs.ls(self.base, detail=True, refresh=True)
-        except FileNotFoundError:
-            return []
-        return sorted(
-            str(item["name"]).rstrip("/").rsplit("/", 1)[-1] for item in listed if item.get("type") == "directory"
-        )
-
-
-def open_store(store: RegistryStore | str | os.PathLike) -> RegistryStore:
-    return store if isinstance(store, RegistryStore) else RegistryStore(store)
+def is_object_name(name: str) -> bool:
+    """A stored object (JSON), not a writer's temporary file (hidden) or anything else."""
+    return name.endswith(".json") and not name.startswith(".")
 
 
 def decisions(items: Iterable[Record | Action]) -> list[Record]:
@@ -547,43 +404,9 @@ def decisions(items: Iterable[Record | Action]) -> list[Record]:
     return [item for item in items if isinstance(item, Record)]
 
 
-def append(store: RegistryStore | str | os.PathLike, record: Record) -> bool:
-    """Add ``record`` unless it repeats the latest decision for its stockcode. True if added."""
-    store = open_store(store)
-    if same_candidate(latest(store, record.stockcode), record):
-        return False
-    store.put(record)
-    return True
-
-
-def entries(store: RegistryStore | str | os.PathLike, stockcode: str) -> list[Entry]:
-    """Every decision and governance act about ``stockcode``, in history order."""
-    return open_store(store).entries(stockcode)
-
-
-def history(store: RegistryStore | str | os.PathLike, stockcode: str) -> list[Record]:
-    """Every decision about ``stockcode``, oldest first."""
-    return open_store(store).history(stockcode)
-
-
-def latest(store: RegistryStore | str | os.PathLike, stockcode: str) -> Record | None:
-    records = history(store, stockcode)
-    return records[-1] if records else None
-
-
 def last_decided(records: Iterable[Record], decision: str) -> Record | None:
     """The last record of ``decision`` among ``records``."""
     return next((r for r in reversed(list(records)) if r.decision == decision), None)
-
-
-def approved_model(stockcode: str, store: RegistryStore | str | os.PathLike) -> Record | None:
-    """The model to serve for ``stockcode`` (see :func:`serving`), or None."""
-    return serving(stockcode, [entry.item for entry in entries(store, stockcode)]).record
-
-
-def stockcodes(store: RegistryStore | str | os.PathLike) -> list[str]:
-    """Stockcodes with at least one recorded decision."""
-    return open_store(store).stockcodes()
 
 
 # -- what is served ----------------------------------------------------------------------------
@@ -748,21 +571,6 @@ def check_action(items: list[Record | Action], action: Action) -> Serving:
     if problem:
         raise DataValidationError(f"{sc}: {problem}")
     return after
-
-
-def govern(store: RegistryStore | str | os.PathLike, stockcode: str, action: str, version: str | None, by: str,
-           reason: str = "") -> tuple[Action, Serving]:
-    """Write one governance act about ``stockcode`` (``version``: a prefix of a recorded model
-    version) after checking it means something; return it and what is served after it."""
-    store = open_store(store)
-    items = [entry.item for entry in store.entries(check_stockcode(stockcode))]
-    if not items:
-        raise DataValidationError(f"{stockcode}: no decision recorded in {store.location}")
-    full = resolve_version(stockcode, decisions(items), version) if version is not None else None
-    act = make_action(stockcode, action, full, by, reason)
-    after = check_action(items, act)
-    store.put(act)
-    return act, after
 
 
 # -- showing ---------------------------------------------------------------------------------

@@ -9,6 +9,8 @@ the evidence and the recommended price; the risk stage judges them.
 """
 from __future__ import annotations
 
+import hashlib
+
 import joblib
 import numpy as np
 import pandas as pd
@@ -21,12 +23,13 @@ from pricing.evaluation import quantity_from_log, regression_metrics
 from pricing.explain import beeswarm_points, explain, importance
 from pricing.layout import SPLITS, Layout, load_params
 from pricing.features import LIST_PRICE
-from pricing.model import load_checkpoint, model_version
+from pricing.model import load_checkpoint
 from pricing.portable import PortableModel
 from pricing.recommend import Guardrails, served_response
 from pricing.stockcodes import normalise_stockcode
 from pricing.training import file_md5, load_split, read_feature_names, seed_everything
 from pricing.transform import transform
+from pricing.versions import model_version
 from stages.common import atomic_path, run_stage, stockcode_arg, write_json
 
 
@@ -169,7 +172,7 @@ def main(argv: list[str]) -> None:
         "stockcode": stockcode,
         "split": "test",
         **metrics,  # mse (log scale), mae, rmsle (quantity scale), n_rows
-        "model_version": model_version(data, stockcode),
+        "model_version": model_version(hashlib.md5(data).hexdigest()),
         "baselines": baselines,
         "portable_model": {"max_abs_difference_log1p": portable_gap, "tolerance": PORTABLE_TOLERANCE},
         # the network's per-line response over the evidence (context; the gate judges the weekly one)

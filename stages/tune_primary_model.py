@@ -9,6 +9,7 @@ its list-price features go through a non-increasing price path. The test split i
 from __future__ import annotations
 
 import csv
+import hashlib
 
 import joblib
 import optuna
@@ -17,10 +18,11 @@ from pricing.baselines import baseline_metrics, baseline_summary
 from pricing.evaluation import quantity_from_log, regression_metrics
 from pricing.layout import Layout, load_params
 from pricing.features import price_feature_positions
-from pricing.model import checkpoint_bytes, model_version, portable_network
+from pricing.model import checkpoint_bytes, portable_network
 from pricing.portable import portable_model
 from pricing.training import file_md5, load_split, read_feature_names, seed_everything
 from pricing.tuning import tune, tune_options
+from pricing.versions import model_version
 from stages.common import atomic_path, run_stage, stockcode_arg, write_json
 
 HISTORY_FIELDS = ["trial", "state", "val_mse", "best_val_mse", "epochs_run"]
@@ -54,7 +56,7 @@ def main(argv: list[str]) -> None:
     )
 
     data = checkpoint_bytes(result.model, result.hparams, names, transformer_md5, stockcode)
-    version = model_version(data, stockcode)
+    version = model_version(hashlib.md5(data).hexdigest())
     val_pred = quantity_from_log(result.model.predict_log(val.x))
     metrics = regression_metrics(val.y["quantity"], val_pred)
     baselines = baseline_metrics(train.x_raw, train.y["quantity"], val.x_raw, val.y["quantity"])

@@ -1,12 +1,12 @@
 """Approve or reject a candidate (or record it as one awaiting a sign-off): read its lineage
 from ``dvc.lock``, push, record.
 
-The decision logic and the record format are the domain's (``pricing.registry``); this module
-only gathers what DVC and git know and does the pushing.
+The decision logic and the record format are the domain's (``pricing.registry``), where records
+are kept is the stores' (``stores.registry_store``); this module only gathers what DVC and git
+know and does the pushing.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ from prefect.tasks import exponential_backoff
 
 from pricing import registry
 from pricing.layout import Layout
+from stores import registry_store
 from tasks import dvcrepo
 from tasks.errors import StageCommandError
 from tasks.stage_task import RETRIES, RETRY_BACKOFF_SECONDS, RETRY_JITTER_FACTOR, retry_transient, run_logger
@@ -105,12 +106,12 @@ def approve_model(
     logger = run_logger()
     project = Path(root)
     record = build_record(project, stockcode, decision, metrics, verdicts, reasons, overrides, git)
-    current = registry.last_decided(registry.history(store, stockcode), decision)
+    current = registry.last_decided(registry_store.history(store, stockcode), decision)
     if registry.same_candidate(current, record):
         logger.info("%s: model %s is already recorded as %s", stockcode, record.model_version, decision)
         return {"record": current.__dict__, "new": False}
     push(project, lineage_stages(stockcode), remote)
-    registry.append(store, record)
+    registry_store.append(store, record)
     logger.info("%s: %s model %s and pushed its lineage", stockcode, decision, record.model_version)
     return {"record": record.__dict__, "new": True}
 
@@ -128,7 +129,7 @@ def reject_model(
 ) -> dict[str, Any]:
     """Record the candidate as rejected, with its reasons. Nothing is pushed or served."""
     record = build_record(Path(root), stockcode, registry.REJECTED, metrics, verdicts, reasons, overrides, git)
-    added = registry.append(store, record)
+    added = registry_store.append(store, record)
     return {"record": record.__dict__, "new": added}
 
 
@@ -147,5 +148,5 @@ def record_decision(
 ) -> dict[str, Any]:
     """Record a decision about a product that trained nothing (e.g. ``insufficient_data``)."""
     record = build_record(Path(root), stockcode, decision, metrics, verdicts, reasons, overrides, git, addresses)
-    added = registry.append(store, record)
+    added = registry_store.append(store, record)
     return {"record": record.__dict__, "new": added}

@@ -1,7 +1,7 @@
 """Where the stage tasks' results persist (Prefect result storage, which their cache reads).
 
 By default Prefect's local storage (``PREFECT_LOCAL_STORAGE_PATH``). Under the storage setting
-(``PRICELINEAGE_STORAGE=s3://bucket[/prefix]``, see ``pricing.layout``) a prefect-aws
+(``PRICELINEAGE_STORAGE=s3://bucket[/prefix]``, see ``stores.settings``) a prefect-aws
 ``S3Bucket`` block, ``s3-bucket/pricelineage-results``, pointed at ``<storage>/prefect-results``:
 saved on the Prefect server the first time a run needs it, with empty ``AwsCredentials`` so
 each process uses the standard AWS chain (its environment, profile or ECS task role) — Prefect
@@ -10,13 +10,11 @@ block of the team's own instead (``s3-bucket/<name>``) and wins.
 """
 from __future__ import annotations
 
-import os
 import threading
 from pathlib import Path
 
-from pricing.layout import storage_location
+from stores.settings import load_settings
 
-RESULT_STORAGE_ENV = "PRICELINEAGE_RESULT_STORAGE"
 BLOCK_NAME = "pricelineage-results"
 BLOCK_SLUG = f"s3-bucket/{BLOCK_NAME}"
 
@@ -26,10 +24,10 @@ _ensuring = threading.Lock()
 
 def result_storage(root: Path | str) -> str | None:
     """The result storage slug for runs of the checkout at ``root``; None: Prefect's default."""
-    explicit = os.environ.get(RESULT_STORAGE_ENV)
-    if explicit:
-        return explicit
-    url = storage_location(root, "results")
+    settings = load_settings(root)
+    if settings.result_storage_block:
+        return settings.result_storage_block
+    url = settings.storage_location("results")
     if url is None:
         return None
     ensure_results_block(url)

@@ -12,32 +12,33 @@
 - **Cache across runs** keyed on what DVC hashes for the stage — cmd, deps' hashes, params'
   values — never on Python arguments or the run id. A key is trusted only while the
   workspace agrees with ``dvc.lock`` for that stage: otherwise the task runs and refreshes
-  the cached result (see :func:`run_stage`).
+  the cached result (see :func:`run_stage_task`).
 """
 from __future__ import annotations
 
 import json
-import os
+import logging
 from pathlib import Path
 from typing import Any
 
 import yaml
-import logging
 
 from prefect import Task, get_run_logger, task
 from prefect.exceptions import MissingContextError
 from prefect.context import TaskRunContext
 from prefect.tasks import exponential_backoff
 
+from stores.settings import load_settings
 from tasks import dvcrepo
 from tasks.errors import StageOutputError, is_transient
 from tasks.result_storage import result_storage
 from tasks.stages import SPECS, metrics_relpath, stage_id
 
-# Tunables, from the environment so a deployment (or a test) sets them without code changes.
-RETRIES = int(os.environ.get("PRICELINEAGE_RETRIES", "3"))
-RETRY_BACKOFF_SECONDS = float(os.environ.get("PRICELINEAGE_RETRY_BACKOFF_SECONDS", "10"))
-RETRY_JITTER_FACTOR = float(os.environ.get("PRICELINEAGE_RETRY_JITTER_FACTOR", "0.5"))
+# Read once, when the tasks are defined: a deployment (or a test) sets them in the environment.
+_SETTINGS = load_settings()
+RETRIES = _SETTINGS.retries
+RETRY_BACKOFF_SECONDS = _SETTINGS.retry_backoff_seconds
+RETRY_JITTER_FACTOR = _SETTINGS.retry_jitter_factor
 
 METRIC_PARSERS = {".json": json.loads, ".yaml": yaml.safe_load, ".yml": yaml.safe_load}
 
@@ -190,7 +191,7 @@ def make_stage_task(name: str) -> Task:
 STAGE_TASKS: dict[str, Task] = {name: make_stage_task(name) for name in SPECS}
 
 
-def run_stage(name: str, root: Path | str, stockcode: str | None = None):
+def run_stage_task(name: str, root: Path | str, stockcode: str | None = None):
     """Call a stage task from a flow and return its final State (Completed, Cached or Failed).
 
     A cached result is only as good as the workspace: when the stage's outputs or its

@@ -28,8 +28,9 @@ from pathlib import Path
 from typing import Any
 
 from pricing.errors import DataValidationError
-from pricing.layout import dvc_remote_url, load_params, workspaces_dir
+from pricing.layout import load_params
 from pricing.registry import APPROVED
+from stores.settings import load_settings
 from tasks import dvcrepo
 from tasks.stages import lineage_stages
 
@@ -145,7 +146,8 @@ def create(
     """
     project = project.resolve()
     source = source or source_revision(project)
-    base = (base or workspaces_dir(project)).expanduser()
+    settings = load_settings(project)
+    base = (base or settings.workspaces).expanduser()
     base.mkdir(parents=True, exist_ok=True)
     path = Path(tempfile.mkdtemp(prefix=f"{stockcode}-{source['commit'][:8]}-", dir=base))
     try:
@@ -154,12 +156,12 @@ def create(
         if (project / LOCAL_CONFIG).exists():  # the user's remote settings and credentials
             shutil.copy2(project / LOCAL_CONFIG, path / LOCAL_CONFIG)
         dvc = ["config", "--local"]
-        settings = [("cache.dir", str(dvcrepo.cache_dir(project))), ("cache.type", CACHE_LINK_TYPES)]
-        remote_url = dvc_remote_url(project)
+        config = [("cache.dir", str(dvcrepo.cache_dir(project))), ("cache.type", CACHE_LINK_TYPES)]
+        remote_url = settings.dvc_remote_url
         if remote_url:  # pushes and pulls go there; the user's options for that remote still apply
             name = remote_name(remote_url)
-            settings += [(f"remote.{name}.url", remote_url), ("core.remote", name)]
-        for key, value in settings:
+            config += [(f"remote.{name}.url", remote_url), ("core.remote", name)]
+        for key, value in config:
             run = dvcrepo.run_dvc([*dvc, key, value], path)
             if run.returncode != 0:
                 raise DataValidationError(f"workspace {path}: `dvc config {key}` failed: {run.output}")

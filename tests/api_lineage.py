@@ -1,5 +1,5 @@
 """A model approved by the real lineage, for the price API's slow tests and its benchmark: a
-copy of this project (tests/project_copy.py), the README's main command on it (``python -m
+copy of this project (bench/project_copy.py), the README's main command on it (``python -m
 flows.lineage``) with its registry store, workspaces, DVC remote and Prefect home all under
 one folder. The risk gate is relaxed for tiny budgets, which make models it rightly rejects:
 relaxing a gate makes the run a candidate, signed off here with the real
@@ -14,9 +14,10 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.project_copy import make_project_copy, remote_dir, run
 from pricing import registry
-from pricing.layout import REGISTRY_ENV, WORKSPACES_ENV
-from tests.project_copy import make_project_copy, remote_dir, run
+from stores import registry_store
+from stores.settings import REGISTRY_ENV, WORKSPACES_ENV
 
 SC = "85123A"
 TINY_BUDGET = ["tune.n_trials=2", "tune.num_epochs=3"]
@@ -44,13 +45,13 @@ def approve_real_model(base: Path, overrides: list[str] | None = None, stockcode
     result = run([sys.executable, "-m", "flows.lineage", "-s", stockcode, *settings], root, check=False, env=env)
     record = sign_off(root, env, stockcode, base / "registry", f"(rc {result.returncode}):\n"
                       f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
-    assert registry.approved_model(stockcode, base / "registry") == record
+    assert registry_store.approved_model(stockcode, base / "registry") == record
     return ApprovedLineage(root=root, registry=base / "registry", remote=remote_dir(root), record=record)
 
 
 def sign_off(root: Path, env: dict, stockcode: str, store, context: str = "") -> registry.Record:
     """Sign off the candidate the relaxed run recorded, with the real command; return it."""
-    candidate = registry.latest(store, stockcode)
+    candidate = registry_store.latest(store, stockcode)
     if candidate is None or candidate.decision != registry.CANDIDATE:
         raise AssertionError(f"the lineage recorded no candidate of {stockcode} "
                              f"({candidate.decision if candidate else 'no decision'}) {context}")

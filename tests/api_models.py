@@ -19,9 +19,11 @@ import polars as pl
 import yaml
 
 from pricing import registry
-from pricing.layout import REGISTRY_ENV, REMOTE_URL_ENV, Layout
+from pricing.layout import Layout
 from pricing.portable import PORTABLE_FORMAT
 from pricing.recommend import Guardrails, recommend
+from stores import registry_store
+from stores.settings import REGISTRY_ENV, REMOTE_URL_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
 LAYOUT = Layout()
@@ -175,7 +177,7 @@ def publish(store: Path, remote: Path, stockcode: str = "85123A", *, slope: floa
         reasons=[] if decision == registry.APPROVED else ["hand-made rejection"],
         platform_info={"machine": "test"}, now=now or datetime.now(timezone.utc),
     )
-    registry.RegistryStore(store).put(record)
+    registry_store.RegistryStore(store).put(record)
     return record
 
 

@@ -7,7 +7,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from app.serve import served_in_a_process
-from app.settings import RELOAD_ENV
+from stores.settings import RELOAD_ENV
 from tests.api_models import api_env
 
 

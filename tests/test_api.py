@@ -12,7 +12,7 @@ import pytest
 
 from app import create_app
 from app.predict import DEFAULT_PRICE_BINS, MAX_PRICE_BINS
-from app.settings import Settings
+from stores.settings import ApiSettings
 from pricing import registry
 from tests.api_models import PARAMS, artifact_hash, object_path, publish, tamper
 from pricing.layout import Layout
@@ -29,7 +29,7 @@ def places(tmp_path):
 
 def make_app(places, reload_seconds=0.0, cors=()):
     store, remote = places
-    return create_app(Settings(registry=str(store), dvc_remote=str(remote), reload_seconds=reload_seconds,
+    return create_app(ApiSettings(registry=str(store), dvc_remote=str(remote), reload_seconds=reload_seconds,
                                cors_origins=list(cors)))
 
 

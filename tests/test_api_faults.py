@@ -17,8 +17,9 @@ import pytest
 import requests
 
 from app import create_app
-from app.settings import Settings
+from stores.settings import ApiSettings
 from pricing import registry
+from stores import registry_store
 from tests.api_models import publish
 from tests.api_server import api_server
 
@@ -36,7 +37,7 @@ def places(tmp_path):
 
 def make_app(places, reload_seconds=0.0):
     store, remote = places
-    return create_app(Settings(registry=str(store), dvc_remote=str(remote), reload_seconds=reload_seconds))
+    return create_app(ApiSettings(registry=str(store), dvc_remote=str(remote), reload_seconds=reload_seconds))
 
 
 def two_products(places):
@@ -48,7 +49,7 @@ def file_newer(store, record: registry.Record, **fields) -> registry.Record:
     """``record`` again, decided later, with ``fields`` replaced: the bytes the store then holds
     are what a buggy or hand-edited writer would leave (valid JSON, wrong types)."""
     changed = dataclasses.replace(record, decided_at=LATER, **fields)
-    registry.RegistryStore(store).put(changed)
+    registry_store.RegistryStore(store).put(changed)
     return changed
 
 
@@ -133,7 +134,7 @@ def test_a_remote_that_does_not_answer_fails_each_product_and_the_app_still_star
                         "AWS_MAX_ATTEMPTS": "1"}.items():
         monkeypatch.setenv(name, value)
     store, _ = places
-    client = create_app(Settings(registry=str(store), dvc_remote="s3://nobody-listens/dvc",
+    client = create_app(ApiSettings(registry=str(store), dvc_remote="s3://nobody-listens/dvc",
                                  reload_seconds=3600)).test_client()
     ready = client.get("/ready")
     assert ready.status_code == 503 and ready.json["reason"] == "every approved model failed to load"

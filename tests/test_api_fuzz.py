@@ -19,14 +19,14 @@ from hypothesis import HealthCheck, settings
 from schemathesis.checks import positive_data_acceptance
 
 from app import create_app
-from app.settings import Settings
+from stores.settings import ApiSettings
 from tests.api_models import publish
 
 PLACE = Path(tempfile.mkdtemp(prefix="pricelineage-fuzz-"))
 publish(PLACE / "registry", PLACE / "remote", "85123A")
 publish(PLACE / "registry", PLACE / "remote", "22423", price_weeks=((3.0, 20),))
 publish(PLACE / "registry", PLACE / "remote", "20725", decision="rejected")  # 503 for this one
-APP = create_app(Settings(registry=str(PLACE / "registry"), dvc_remote=str(PLACE / "remote"), reload_seconds=3600))
+APP = create_app(ApiSettings(registry=str(PLACE / "registry"), dvc_remote=str(PLACE / "remote"), reload_seconds=3600))
 schema = schemathesis.openapi.from_wsgi("/openapi.json", APP)
 
 

@@ -11,7 +11,8 @@ import requests
 
 from flows import lineage_cli
 from pricing import registry
-from pricing.layout import REGISTRY_ENV, registry_location
+from stores import registry_store
+from stores.settings import REGISTRY_ENV, load_settings
 from tests.api_models import ROOT, publish
 from tests.api_server import api_server
 
@@ -66,7 +67,7 @@ def governance_changes_what_is_served(base: str, records, capsys) -> None:
     served_after(base, ["approve", SC, candidate.model_version, "--by", "J. Doe", "--reason", "checked by hand"],
                  candidate.model_version, capsys)
     kinds = [getattr(entry.item, "action", None) or entry.item.decision
-             for entry in registry.entries(registry_location(ROOT), SC)]
+             for entry in registry_store.entries(load_settings(ROOT).registry, SC)]
     assert kinds == ["approved", "approved", "candidate", "pin", "unpin", "rollback", "revoke", "signoff"]
 
 

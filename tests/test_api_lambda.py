@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.settings import CORS_ENV, RELOAD_ENV
+from stores.settings import CORS_ENV, RELOAD_ENV
 from tests.api_lambda import body_of, event, imported_handler
 from tests.api_models import publish
 

@@ -19,7 +19,7 @@ from app import create_app
 from app.factory import MAX_BATCH, MAX_BODY_BYTES, MAX_JSON_DEPTH
 from app.predict import LAMBDA_RESPONSE_LIMIT_BYTES, MAX_POINTS_PER_CALL, MAX_PRICE_BINS, MIN_UNIT_PRICE
 from app.serve import served_in_a_process
-from app.settings import RELOAD_ENV, Settings
+from stores.settings import RELOAD_ENV, ApiSettings, load_settings
 from tests.api_lambda import body_of, event, imported_handler
 from tests.api_models import api_env, publish
 from tests.api_server import api_server
@@ -39,7 +39,7 @@ def publish_both(store, remote):
 @pytest.fixture
 def client(tmp_path):
     publish_both(tmp_path / "registry", tmp_path / "remote")
-    return create_app(Settings(registry=str(tmp_path / "registry"), dvc_remote=str(tmp_path / "remote"),
+    return create_app(ApiSettings(registry=str(tmp_path / "registry"), dvc_remote=str(tmp_path / "remote"),
                                reload_seconds=3600)).test_client()
 
 
@@ -251,7 +251,7 @@ def test_an_event_that_is_not_an_http_request_is_a_clear_logged_error(tmp_path, 
 def test_a_reload_interval_that_is_not_finite_is_refused_naming_the_variable(monkeypatch, text):
     monkeypatch.setenv(RELOAD_ENV, text)
     with pytest.raises(ValueError, match=f"{RELOAD_ENV} must be a finite"):
-        Settings.from_env()
+        load_settings().api()
 
 
 def test_the_server_refuses_to_start_on_a_nan_reload_interval(tmp_path):

@@ -13,7 +13,7 @@ import pytest
 import requests
 
 from app import create_app
-from app.settings import Settings
+from stores.settings import ApiSettings
 from pricing import registry
 from pricing.layout import Layout
 from tests.api_lineage import SC, approve_real_model
@@ -29,7 +29,7 @@ def approved(tmp_path_factory):
 
 
 def client_for(registry, remote):
-    return create_app(Settings(registry=str(registry), dvc_remote=str(remote), reload_seconds=3600)).test_client()
+    return create_app(ApiSettings(registry=str(registry), dvc_remote=str(remote), reload_seconds=3600)).test_client()
 
 
 def test_serves_the_approved_model_with_the_lineages_curve(approved):

@@ -9,7 +9,7 @@ import pytest
 import s3fs
 
 from app import create_app
-from app.settings import Settings
+from stores.settings import ApiSettings
 from pricing.layout import Layout
 from tests.api_models import artifact_hash, object_path, publish, tamper
 from tests.s3_server import running_s3_server
@@ -32,7 +32,7 @@ def test_serves_from_s3_picks_up_a_newer_approval_and_refuses_a_tampered_one(tmp
             fs.put(f"{local_remote}/", f"{server.bucket}/dvc/", recursive=True)
 
         upload()
-        settings = Settings(registry=f"s3://{server.bucket}/registry", dvc_remote=f"s3://{server.bucket}/dvc",
+        settings = ApiSettings(registry=f"s3://{server.bucket}/registry", dvc_remote=f"s3://{server.bucket}/dvc",
                             reload_seconds=0)
         client = create_app(settings).test_client()
         assert client.get("/ready").json["models"] == {SC: first.model_version}
@@ -59,7 +59,7 @@ def test_pin_rollback_revoke_and_sign_off_on_seaweedfs(tmp_path, monkeypatch, ca
     """The governance steps of tests/test_api_governance.py with the registry store and the
     remote on S3: `lineage_cli` writes each act to the bucket (a conditional create of the next
     number), the API behind waitress reads it from there within one reload interval."""
-    from pricing.layout import REGISTRY_ENV
+    from stores.settings import REGISTRY_ENV
     from tests.api_server import api_server
     from tests.test_api_governance import RELOAD_SECONDS, governance_changes_what_is_served, publish_three
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from app import create_app
-from app.settings import Settings
+from stores.settings import ApiSettings
 from tests.api_models import publish, weekly_response
 
 SC = "85123A"
@@ -21,7 +21,7 @@ T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 def client(tmp_path):
     store, remote = tmp_path / "registry", tmp_path / "remote"
     publish(store, remote, SC, now=T0, weekly=weekly_response(2.75, (2.5, 2.75)))
-    return create_app(Settings(registry=str(store), dvc_remote=str(remote), reload_seconds=0.0)).test_client()
+    return create_app(ApiSettings(registry=str(store), dvc_remote=str(remote), reload_seconds=0.0)).test_client()
 
 
 def test_the_answer_is_weekly_units_with_an_interval_falling_beyond_the_evidence(client):
@@ -56,7 +56,7 @@ def test_the_recommendation_is_the_lineages_with_its_reasons(client):
 def test_an_unclear_gain_holds_the_current_price(tmp_path):
     store, remote = tmp_path / "registry", tmp_path / "remote"
     publish(store, remote, SC, now=T0, weekly=weekly_response(2.75, (2.5, 2.75), elasticity=-1.0, spread=0.6))
-    client = create_app(Settings(registry=str(store), dvc_remote=str(remote), reload_seconds=0.0)).test_client()
+    client = create_app(ApiSettings(registry=str(store), dvc_remote=str(remote), reload_seconds=0.0)).test_client()
     recommendation = client.get(f"/v1/predict-price/{SC}").json["recommendation"]
     assert recommendation["decision"] == "hold" and recommendation["unit_price"] == 2.75
     assert recommendation["gain_interval"][0] < 0 < recommendation["gain_interval"][1]

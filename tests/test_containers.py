@@ -16,7 +16,7 @@ import pytest
 from docker.utils.build import exclude_paths
 from dvc.repo import Repo
 
-from tests.project_copy import PROJECT_DATA, RUN_PRODUCTS
+from bench.project_copy import PROJECT_DATA, RUN_PRODUCTS
 
 ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent

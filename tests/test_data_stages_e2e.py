@@ -4,7 +4,7 @@ import json
 
 import pandas as pd
 import pytest
-from project_copy import make_project_copy, run, stages_run, update_params
+from bench.project_copy import make_project_copy, run, stages_run, update_params
 
 from pricing.layout import SPLITS, Layout
 

@@ -8,7 +8,7 @@ import pandas as pd
 import polars as pl
 import pytest
 import yaml
-from project_copy import ROOT
+from bench.project_copy import ROOT
 
 from pricing.demand import INSUFFICIENT_PRICE_VARIATION, judge_price_response, reprice
 from pricing.etl import CleaningRules, run_etl

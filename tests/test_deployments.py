@@ -13,11 +13,11 @@ import yaml  # noqa: E402
 
 from deployments import local_stack  # noqa: E402
 from flows.lineage import OUTCOMES  # noqa: E402
-from pricing import registry  # noqa: E402
+from stores import registry_store  # noqa: E402
 from tasks.stages import lineage_stages  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
-from project_copy import make_project_copy, run  # noqa: E402
+from bench.project_copy import make_project_copy, run  # noqa: E402
 
 pytestmark = pytest.mark.slow
 TINY = ["tune.n_trials=2", "tune.num_epochs=3", "inference.shap_max_rows=50", "inference.shap_background_size=20"]
@@ -109,13 +109,13 @@ def test_backfill_runs_any_products_side_by_side_and_records_each_whole(deployed
     assert flow_run.state.is_completed(), flow_run.state.message
     # Each product run ends in a state named after its decision, and the backfill counts them.
     for run in runs:
-        assert run.state.is_completed() and run.state.name == registry.latest(
+        assert run.state.is_completed() and run.state.name == registry_store.latest(
             store, run.parameters["stockcode"]).decision, (run.name, run.state)
     assert flow_run.state.message == decisions_counted(runs)
     assert sorted(run.name.split("-")[1] for run in runs) == sorted(BACKFILLED)
     assert all(run.name.startswith(f"backfill-{run.parameters['stockcode']}-") for run in runs)
     for code in BACKFILLED:
-        last = registry.latest(store, code)
+        last = registry_store.latest(store, code)
         assert last is not None, f"{code}: no decision recorded"
         assert set(last.lineage["stages"]) == set(lineage_stages(code)), code
         assert last.overrides == TINY
@@ -129,12 +129,12 @@ def test_backfill_runs_any_products_side_by_side_and_records_each_whole(deployed
     assert lock.get("tune_primary_model@85123A") == deployed["lock"].get("tune_primary_model@85123A")
     assert "tune_primary_model@22423" not in lock
 
-    decisions = {code: len(registry.history(store, code)) for code in BACKFILLED}
+    decisions = {code: len(registry_store.history(store, code)) for code in BACKFILLED}
     again, runs_again = _backfill(stack, BACKFILLED)
     assert again.state.is_completed(), again.state.message
     assert sorted(run.id for run in runs_again) == sorted(run.id for run in runs)  # nothing new started
     assert again.state.message == f"already ran, nothing started: {decisions_counted(runs)}"
-    assert {code: len(registry.history(store, code)) for code in BACKFILLED} == decisions
+    assert {code: len(registry_store.history(store, code)) for code in BACKFILLED} == decisions
 
 
 def test_a_manual_run_as_the_ui_starts_it(deployed):
@@ -148,7 +148,7 @@ def test_a_manual_run_as_the_ui_starts_it(deployed):
                                   parameters={"stockcodes": ["85123A"], "overrides": TINY, "max_concurrent": 1})
     assert flow_run.state.is_completed(), flow_run.state.message
     assert "85123A" in flow_run.state.message
-    assert registry.latest(store, "85123A").overrides == TINY
+    assert registry_store.latest(store, "85123A").overrides == TINY
     assert (project / "params.yaml").read_bytes() == deployed["params"]
 
 

@@ -86,8 +86,7 @@ def test_ecs_flow_runs_use_the_bucket_through_the_one_storage_setting(monkeypatc
     that alone points the DVC remote, the registry store and the results at it."""
     from prefect.utilities.templating import apply_values
 
-    from pricing.layout import dvc_remote_url, registry_location, storage_location
-    from tasks.result_storage import RESULT_STORAGE_ENV
+    from stores.settings import RESULT_STORAGE_ENV, load_settings
 
     monkeypatch.setenv("PRICELINEAGE_BUCKET", "team-artifacts")
     ecs = apply_values(yaml.safe_load((ROOT / "deployments" / "prefect-ecs.yaml").read_text()), os.environ,
@@ -98,6 +97,7 @@ def test_ecs_flow_runs_use_the_bucket_through_the_one_storage_setting(monkeypatc
         monkeypatch.delenv(name, raising=False)
     for name, value in envs[0].items():
         monkeypatch.setenv(name, value)
-    assert dvc_remote_url(ROOT) == "s3://team-artifacts/dvc"
-    assert registry_location(ROOT) == "s3://team-artifacts/registry"
-    assert storage_location(ROOT, "results") == "s3://team-artifacts/prefect-results"
+    settings = load_settings(ROOT)
+    assert settings.dvc_remote_url == "s3://team-artifacts/dvc"
+    assert settings.registry == "s3://team-artifacts/registry"
+    assert settings.storage_location("results") == "s3://team-artifacts/prefect-results"

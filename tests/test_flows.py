@@ -30,9 +30,10 @@ from flows.artifacts import artifact_key  # noqa: E402
 from flows.lineage import lineage_at  # noqa: E402
 from pricing import registry  # noqa: E402
 from pricing.layout import Layout  # noqa: E402
+from stores import registry_store  # noqa: E402
 from tasks import dvcrepo  # noqa: E402
 from tasks.stages import CATALOGUE, ETL, PER_STOCKCODE, lineage_stages, stage_id  # noqa: E402
-from toy_project import git_commit_all, make_toy_project, real_tune_banner, registry_dir, run_cmd  # noqa: E402
+from bench.toy_project import git_commit_all, make_toy_project, real_tune_banner, registry_dir, run_cmd  # noqa: E402
 
 SC = "85123A"
 DVC = [sys.executable, "-m", "dvc"]
@@ -108,7 +109,7 @@ def test_full_flow_approves_and_pushes(approved, tmp_path):
     outcome = only(summary)
     assert outcome["status"] == "approved" and outcome["new"]
     assert set(outcome["stages"].values()) == {"ran"}
-    served = registry.approved_model(SC, store(root))
+    served = registry_store.approved_model(SC, store(root))
     assert served.model_version == outcome["version"] and served.overrides == []
     assert set(served.lineage["stages"]) == set(lineage_stages(SC))
     tune = served.lineage["stages"][stage_id("tune_primary_model", SC)]
@@ -141,13 +142,13 @@ def test_full_flow_approves_and_pushes(approved, tmp_path):
 
 def test_second_run_with_nothing_changed_is_all_cached(approved):
     root, _, _ = approved
-    before = registry.history(store(root), SC)
+    before = registry_store.history(store(root), SC)
     state, summary = run_flow(root)
     outcome = only(summary)
     assert state.is_completed()
     assert outcome["stages"] == {address: "cached" for address in lineage_stages(SC)}
     assert outcome["status"] == "approved" and not outcome["new"]
-    assert registry.history(store(root), SC) == before
+    assert registry_store.history(store(root), SC) == before
 
 
 def test_lineage_cli_shows_the_served_model_and_its_lineage(approved, capsys):
@@ -156,7 +157,7 @@ def test_lineage_cli_shows_the_served_model_and_its_lineage(approved, capsys):
     from flows import lineage_cli
 
     root, _, _ = approved
-    served = registry.approved_model(SC, store(root))
+    served = registry_store.approved_model(SC, store(root))
     assert lineage_cli.main(["--root", str(root), "show", SC]) == 0
     shown = capsys.readouterr().out
     assert f"{SC}: serving model {served.model_version}" in shown
@@ -175,7 +176,7 @@ def test_lineage_cli_shows_the_served_model_and_its_lineage(approved, capsys):
 
 def test_drift_trains_nothing_and_the_served_model_stays(approved, tmp_path, monkeypatch):
     root = copy_of(approved[0], tmp_path, monkeypatch)
-    served = registry.approved_model(SC, store(root))
+    served = registry_store.approved_model(SC, store(root))
     tune_lock = dvcrepo.lock_entry(root, stage_id("tune_primary_model", SC))
     state, summary = run_flow(root, overrides={"drift.shift": 0.9})
     outcome = only(summary)
@@ -185,7 +186,7 @@ def test_drift_trains_nothing_and_the_served_model_stays(approved, tmp_path, mon
     assert "unit_price" in state.message and "no training" in state.message
     assert f"model {served.model_version} stays served" in state.message
     assert dvcrepo.lock_entry(root, stage_id("tune_primary_model", SC)) == tune_lock
-    assert registry.approved_model(SC, store(root)) == served
+    assert registry_store.approved_model(SC, store(root)) == served
     assert "unit_price" in Artifact.get(artifact_key(SC, "summary")).data
 
 
@@ -194,37 +195,37 @@ def test_drift_with_the_gate_on_warn_trains_a_candidate_served_once_signed_off(a
     # On main the flow stopped on drift whatever drift.gate said, while `dvc repro` honoured warn.
     # drift.gate is a gate param: overriding it is not approvable, the run is a candidate.
     root = copy_of(approved[0], tmp_path, monkeypatch)
-    served = registry.approved_model(SC, store(root))
+    served = registry_store.approved_model(SC, store(root))
     state, summary = run_flow(root, overrides={"drift.shift": 0.9, "drift.gate": "warn"})
     outcome = only(summary)
     assert state.is_completed(), state.message
     assert outcome["status"] == "candidate" and outcome["drift"]["drift_detected"] is True
     assert outcome["locked"] == ["drift.shift=0.9", 'drift.gate="warn"']  # the toy's drift knob is drift.* too
     assert stage_id("assess_model_risk", SC) in outcome["stages"]
-    candidate = registry.latest(store(root), SC)
+    candidate = registry_store.latest(store(root), SC)
     assert candidate.decision == "candidate" and candidate.model_version == outcome["version"]
     assert candidate.verdicts["drift"]["drift_detected"] is True and candidate.verdicts["fairness"]["passed"]
     assert "drift.gate" in candidate.reasons[0]
-    assert registry.approved_model(SC, store(root)) == served  # not served …
+    assert registry_store.approved_model(SC, store(root)) == served  # not served …
     # … pushed like an approval, so that a sign-off can serve it:
     remote = approved[0].parent / f"{approved[0].name}-remote"
     assert (remote / "files" / "md5" / candidate.model_md5[:2] / candidate.model_md5[2:]).exists()
     shown = sign_off(root, candidate.model_version[:8], capsys)
     assert f"serving model {candidate.model_version}: candidate signed off by J. Doe" in shown
-    assert registry.approved_model(SC, store(root)) == candidate  # … until signed off
-    assert registry.history(store(root), SC)[-1] == candidate  # the record itself is not edited
+    assert registry_store.approved_model(SC, store(root)) == candidate  # … until signed off
+    assert registry_store.history(store(root), SC)[-1] == candidate  # the record itself is not edited
 
 
 def test_unfair_model_is_rejected_and_nothing_new_is_approved(approved, tmp_path, monkeypatch):
     root = copy_of(approved[0], tmp_path, monkeypatch)
-    served = registry.approved_model(SC, store(root))
+    served = registry_store.approved_model(SC, store(root))
     state, summary = run_flow(root, overrides={"fairness.max_mae_diff": 0.01, "tune.n_trials": 3})
     outcome = only(summary)
     assert state.is_completed() and outcome["status"] == "rejected"
-    latest = registry.latest(store(root), SC)
+    latest = registry_store.latest(store(root), SC)
     assert latest.decision == "rejected" and latest.reasons == ["mae_diff 0.1 above threshold 0.01"]
     assert latest.model_version != served.model_version
-    assert registry.approved_model(SC, store(root)) == served
+    assert registry_store.approved_model(SC, store(root)) == served
 
 
 def test_rejected_candidate_and_overridden_runs_leave_the_checkout_as_it_was(approved, tmp_path, monkeypatch):
@@ -252,7 +253,7 @@ def test_rejected_candidate_and_overridden_runs_leave_the_checkout_as_it_was(app
         outcome = only(summary)
         assert outcome["status"] == decided and outcome["landed"] == [], outcome["message"]
         assert status() == before, (decided, status())
-    assert registry.latest(store(root), SC).decision == "approved"  # recorded and served, not landed
+    assert registry_store.latest(store(root), SC).decision == "approved"  # recorded and served, not landed
 
 
 def test_a_model_the_new_run_did_not_write_is_never_committed_as_new(approved, tmp_path, monkeypatch):
@@ -261,7 +262,7 @@ def test_a_model_the_new_run_did_not_write_is_never_committed_as_new(approved, t
     root = copy_of(approved[0], tmp_path, monkeypatch)
     address = stage_id("tune_primary_model", SC)
     tune_lock = dvcrepo.lock_entry(root, address)
-    decisions = registry.history(store(root), SC)
+    decisions = registry_store.history(store(root), SC)
     state, summary = run_flow(root, overrides={"tune.n_trials": 3, "toy.stale": ["tune_primary_model"]})
     outcome = only(summary)
     assert state.is_failed() and outcome["status"] == "failed"
@@ -269,7 +270,7 @@ def test_a_model_the_new_run_did_not_write_is_never_committed_as_new(approved, t
     assert f"{address}: output {checkpoint} was not rewritten by this run" in outcome["message"]
     assert outcome["stages"][address] == "failed"
     assert dvcrepo.lock_entry(root, address) == tune_lock
-    assert registry.history(store(root), SC) == decisions
+    assert registry_store.history(store(root), SC) == decisions
 
 
 def test_transient_failure_is_retried_and_the_flow_completes(prefect_api, tmp_path, monkeypatch):
@@ -290,7 +291,7 @@ def test_validation_error_fails_at_once_and_commits_nothing(prefect_api, tmp_pat
     assert not (root / ".dvc" / "cache" / "files").exists()
     kept = Path(only(summary)["workspace"])  # the failed run's workspace is kept, and named
     assert kept.is_dir() and str(kept) in state.message
-    assert registry.history(store(root), SC) == []
+    assert registry_store.history(store(root), SC) == []
     from prefect.client.orchestration import get_client
 
     with get_client(sync_client=True) as client:
@@ -304,7 +305,7 @@ def test_real_pipeline_approves_85123A_and_reproduces_its_bytes(prefect_api, tmp
     """The README's main command on a copy of this project and the real data, tiny budget;
     then the approved lineage checked out and re-run from its record gives the same model."""
     sys.path.insert(0, str(Path(__file__).parent))
-    from project_copy import make_project_copy, remote_dir
+    from bench.project_copy import make_project_copy, remote_dir
 
     from flows import lineage_cli
 
@@ -325,11 +326,11 @@ def test_real_pipeline_approves_85123A_and_reproduces_its_bytes(prefect_api, tmp
     outcome = only(summary)
     print(outcome["message"])
     assert outcome["status"] == "candidate", outcome["message"]
-    assert registry.approved_model(SC, tmp_path / "registry") is None
+    assert registry_store.approved_model(SC, tmp_path / "registry") is None
     capsys.readouterr()
     assert lineage_cli.main(["--root", str(root), "approve", SC, outcome["version"], "--by", "J. Doe",
                              "--reason", "tiny budget: the relaxed gate is this test's"]) == 0, capsys.readouterr()
-    served = registry.approved_model(SC, tmp_path / "registry")
+    served = registry_store.approved_model(SC, tmp_path / "registry")
     assert served.model_version == outcome["version"] and served.decision == "candidate"
     assert (remote_dir(root) / "files" / "md5" / served.model_md5[:2] / served.model_md5[2:]).exists()
     again, summary = run_flow(root, stockcodes=[SC], overrides=tiny)
@@ -346,7 +347,7 @@ def test_the_real_gate_at_default_params_approves_one_best_seller_and_rejects_an
     test split and is approved (and lands in the checkout); 20725's predicted gap between the
     groups departs from the actual one wholly beyond ±0.25 on its own data: a real rejection."""
     sys.path.insert(0, str(Path(__file__).parent))
-    from project_copy import make_project_copy
+    from bench.project_copy import make_project_copy
 
     monkeypatch.setenv("PRICELINEAGE_REGISTRY", str(tmp_path / "registry"))
     monkeypatch.setenv("PRICELINEAGE_WORKSPACES", str(tmp_path / "workspaces"))
@@ -360,7 +361,7 @@ def test_the_real_gate_at_default_params_approves_one_best_seller_and_rejects_an
     rejected = outcomes["20725"]
     assert rejected["status"] == registry.REJECTED, rejected["message"]
     assert any("wholly beyond ±0.25" in reason for reason in rejected["fairness"]["reasons"]), rejected["fairness"]
-    assert registry.approved_model("20725", tmp_path / "registry") is None
+    assert registry_store.approved_model("20725", tmp_path / "registry") is None
 
 
 def test_a_deterministic_crash_after_the_tune_banner_fails_once_unretried(prefect_api, tmp_path):
@@ -390,10 +391,10 @@ def test_any_product_runs_and_one_products_failure_sinks_no_other(prefect_api, t
     assert outcomes["22423"]["status"] == "approved"  # … the others went on
     assert outcomes["TINY1"]["status"] == "insufficient_data" and outcomes["TINY1"]["lines"] == 3
     assert outcomes["NOSUCH"]["status"] == "failed" and "no line of this stockcode" in outcomes["NOSUCH"]["message"]
-    tiny = registry.latest(store(root), "TINY1")
+    tiny = registry_store.latest(store(root), "TINY1")
     assert tiny.decision == "insufficient_data" and "fewer than orchestration.min_product_lines = 10" in tiny.reasons[0]
     assert tiny.model_path is None and set(tiny.lineage["stages"]) == set(CATALOGUE)
-    approved = registry.approved_model("22423", store(root))
+    approved = registry_store.approved_model("22423", store(root))
     assert set(approved.lineage["stages"]) == set(lineage_stages("22423"))
     # 22423 is not configured in the checkout: its lineage is in the store, not in dvc.lock.
     assert dvcrepo.lock_entry(root, stage_id("tune_primary_model", "22423")) is None
@@ -423,7 +424,7 @@ def test_the_same_stockcode_twice_at_once_waits_then_is_refused_past_the_bound(p
     assert refused["status"] == "failed" and "another run of this stockcode is still going after 2 s" in refused["message"]
     first_state, first_summary = results["first"]
     assert first_state.is_completed() and only(first_summary)["status"] == "approved"
-    assert [r.decision for r in registry.history(store(root), SC)] == ["approved"]  # nothing corrupted
+    assert [r.decision for r in registry_store.history(store(root), SC)] == ["approved"]  # nothing corrupted
 
 
 def test_a_second_run_of_a_stockcode_waits_for_the_first_and_runs_its_own_overrides(prefect_api, tmp_path):
@@ -442,7 +443,7 @@ def test_a_second_run_of_a_stockcode_waits_for_the_first_and_runs_its_own_overri
     state, summary = run_flow(root)  # at the checkout's own params (tune.n_trials 20): it lands
     thread.join()
     assert state.is_completed() and results["first"][0].is_completed()
-    history = registry.history(store(root), SC)
+    history = registry_store.history(store(root), SC)
     assert [r.overrides for r in history] == [["tune.n_trials=3", "toy.sleep.tune_primary_model=6"], []]
     assert [r.decision for r in history] == ["approved", "approved"]  # tune.* and toy.* are approvable
     assert history[0].model_version != history[1].model_version
@@ -455,7 +456,7 @@ def test_checkout_and_reproduce_an_approved_lineage(approved, capsys):
     from flows import lineage_cli
 
     root, _, _ = approved
-    served = registry.approved_model(SC, store(root))
+    served = registry_store.approved_model(SC, store(root))
     assert lineage_cli.main(["--root", str(root), "checkout", SC]) == 0
     checked_out = Path(capsys.readouterr().out.strip().splitlines()[-2])
     assert dvcrepo.read_lock(checked_out) == served.lineage["stages"]
@@ -476,7 +477,7 @@ def test_reproduce_runs_an_earlier_models_lineage_in_order_over_a_newer_landed_o
     from flows import lineage_cli
 
     root = copy_of(approved[0], tmp_path, monkeypatch)
-    earlier = registry.approved_model(SC, store(root))
+    earlier = registry_store.approved_model(SC, store(root))
     params = (root / "params.yaml").read_text()
     (root / "params.yaml").write_text(params.replace("n_trials: 2", "n_trials: 3"))  # the user's own change: lands
     state, summary = run_flow(root)
@@ -525,7 +526,7 @@ def test_two_make_run_style_runs_at_once_in_one_checkout_keep_their_own_override
         time.sleep(3)
     outputs = [run.communicate(timeout=600)[0] for run in runs]
     assert [run.returncode for run in runs] == [0, 0], outputs
-    history = registry.history(registry_dir(root), SC)
+    history = registry_store.history(registry_dir(root), SC)
     assert sorted(r.overrides[0] for r in history) == ["tune.n_trials=3", "tune.n_trials=4"], outputs
     for record in history:
         trials = int(record.overrides[0].split("=")[1])
@@ -540,7 +541,7 @@ def test_a_real_risk_gate_that_cannot_tell_is_no_rejection_and_the_record_says_w
     group. Fairness cannot be told (nor pooled: no peer in the store), so the decision is
     insufficient_data — not a rejection — never served, and the record carries the reason."""
     sys.path.insert(0, str(Path(__file__).parent))
-    from project_copy import make_project_copy
+    from bench.project_copy import make_project_copy
 
     monkeypatch.setenv("PRICELINEAGE_REGISTRY", str(tmp_path / "registry"))
     monkeypatch.setenv("PRICELINEAGE_WORKSPACES", str(tmp_path / "workspaces"))
@@ -554,7 +555,7 @@ def test_a_real_risk_gate_that_cannot_tell_is_no_rejection_and_the_record_says_w
     assert state.is_completed(), state.message
     outcome = only(summary)
     assert outcome["status"] == registry.INSUFFICIENT_DATA, outcome["message"]
-    record = registry.latest(tmp_path / "registry", SC)
+    record = registry_store.latest(tmp_path / "registry", SC)
     risk = record.metrics["risk"]  # an overridden run lands nothing in the checkout: the record has it
     assert risk["verdict"] == "not_assessable" and risk["passed"] is False
     assert risk["counts"]["min_group_count"] == 10000
@@ -562,14 +563,14 @@ def test_a_real_risk_gate_that_cannot_tell_is_no_rejection_and_the_record_says_w
     assert record.reasons[0].startswith("fairness cannot be told"), record.reasons
     assert "fewer than min_group_count=10000" in record.reasons[0]
     assert "fewer than min_pool_products=5" in record.reasons[0]
-    assert registry.approved_model(SC, tmp_path / "registry") is None
+    assert registry_store.approved_model(SC, tmp_path / "registry") is None
 
 
 def test_a_product_whose_push_fails_fails_alone(prefect_api, tmp_path):
     # The toy is deterministic: a first project tells which checkpoint 22423 will push.
     scout = make_toy_project(tmp_path / "scout" / "toy")
     run_flow(scout, stockcodes=["22423"])
-    model_md5 = registry.approved_model("22423", store(scout)).model_md5
+    model_md5 = registry_store.approved_model("22423", store(scout)).model_md5
     root = make_toy_project(tmp_path / "toy")
     blocked = tmp_path / "toy-remote" / "files" / "md5" / model_md5[:2] / model_md5[2:]
     blocked.mkdir(parents=True)  # a folder where the remote must write that object
@@ -578,5 +579,5 @@ def test_a_product_whose_push_fails_fails_alone(prefect_api, tmp_path):
     assert state.is_failed()
     assert outcomes["22423"]["status"] == "failed" and "dvc push" in outcomes["22423"]["message"]
     assert outcomes[SC]["status"] == "approved"
-    assert registry.approved_model("22423", store(root)) is None  # never recorded as approved
-    assert registry.approved_model(SC, store(root)) is not None
+    assert registry_store.approved_model("22423", store(root)) is None  # never recorded as approved
+    assert registry_store.approved_model(SC, store(root)) is not None

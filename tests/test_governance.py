@@ -8,6 +8,7 @@ import yaml
 
 from pricing import governance, registry
 from pricing.errors import DataValidationError
+from stores import registry_store
 from tests.test_registry_store import decision
 
 PROJECT_PARAMS = yaml.safe_load(open("params.yaml"))
@@ -42,43 +43,43 @@ def model(md5, kind=registry.APPROVED):
 
 
 def served(store):
-    return registry.serving("X", [entry.item for entry in registry.entries(store, "X")])
+    return registry.serving("X", [entry.item for entry in registry_store.entries(store, "X")])
 
 
 def test_pin_rollback_revoke_and_sign_off_decide_what_is_served(tmp_path):
-    store = registry.RegistryStore(tmp_path)
+    store = registry_store.RegistryStore(tmp_path)
     a, b, c = model("a"), model("b"), model("c", registry.CANDIDATE)
     for record in (a, b, c):
         store.put(record)
     assert served(store).version == b.model_version  # the candidate waits
-    act, after = registry.govern(store, "X", registry.ROLLBACK, None, "ops")
+    act, after = registry_store.govern(store, "X", registry.ROLLBACK, None, "ops")
     assert after.version == a.model_version and served(store).version == a.model_version
     assert "b" * 12 + " rolled back by ops" in after.why
-    _, after = registry.govern(store, "X", registry.SIGNOFF, "ccc", "J. Doe", "checked the relaxed band by hand")
+    _, after = registry_store.govern(store, "X", registry.SIGNOFF, "ccc", "J. Doe", "checked the relaxed band by hand")
     assert after.version == c.model_version and "signed off by J. Doe: checked the relaxed band" in after.why
-    _, after = registry.govern(store, "X", registry.PIN, "aaaa", "ops", "black friday")
+    _, after = registry_store.govern(store, "X", registry.PIN, "aaaa", "ops", "black friday")
     assert after.version == a.model_version and after.pinned == a.model_version
     store.put(model("d"))  # a newer approval does not move a pin …
     assert served(store).version == a.model_version
-    _, after = registry.govern(store, "X", registry.UNPIN, None, "ops")
+    _, after = registry_store.govern(store, "X", registry.UNPIN, None, "ops")
     assert after.version == "d" * 12  # … an unpin does
-    _, after = registry.govern(store, "X", registry.REVOKE, "d", "risk office", "trained on a broken feed")
+    _, after = registry_store.govern(store, "X", registry.REVOKE, "d", "risk office", "trained on a broken feed")
     assert after.version == c.model_version
     for version in ("c", "a", "b"):
-        registry.govern(store, "X", registry.REVOKE, version, "risk office", f"withdrawn {version}")
+        registry_store.govern(store, "X", registry.REVOKE, version, "risk office", f"withdrawn {version}")
     nothing = served(store)
     assert nothing.record is None and nothing.why == "model bbbbbbbbbbbb revoked by risk office: withdrawn b"
-    assert registry.approved_model("X", store) is None
+    assert registry_store.approved_model("X", store) is None
     # Every act is an object of its own after the decisions: none was edited.
     kinds = [entry.item.action if isinstance(entry.item, registry.Action) else entry.item.decision
-             for entry in registry.entries(store, "X")]
+             for entry in registry_store.entries(store, "X")]
     assert kinds == ["approved", "approved", "candidate", "rollback", "signoff", "pin", "approved", "unpin",
                      "revoke", "revoke", "revoke", "revoke"]
     assert json.loads((tmp_path / "X" / "0000000003.json").read_text())["decision"] == "candidate"
 
 
 def test_a_candidate_alone_is_not_served_and_says_what_it_awaits(tmp_path):
-    store = registry.RegistryStore(tmp_path)
+    store = registry_store.RegistryStore(tmp_path)
     store.put(model("c", registry.CANDIDATE))
     nothing = served(store)
     assert nothing.record is None
@@ -87,7 +88,7 @@ def test_a_candidate_alone_is_not_served_and_says_what_it_awaits(tmp_path):
 
 
 def test_governance_acts_that_mean_nothing_are_refused_with_the_reason(tmp_path):
-    store = registry.RegistryStore(tmp_path)
+    store = registry_store.RegistryStore(tmp_path)
     store.put(model("a"))
     store.put(model("c", registry.CANDIDATE))
     store.put(model("e", registry.REJECTED))
@@ -102,22 +103,22 @@ def test_governance_acts_that_mean_nothing_are_refused_with_the_reason(tmp_path)
         ((registry.REVOKE, "a", "ops", ""), r"revoke needs a reason"),
         ((registry.SIGNOFF, "", "J. Doe", "ok"), "no recorded model version starting ''"),
     ]
-    before = registry.entries(store, "X")
+    before = registry_store.entries(store, "X")
     for (action, version, by, reason), message in cases:
         with pytest.raises(DataValidationError, match=message):
-            registry.govern(store, "X", action, version, by, reason)
-    assert registry.entries(store, "X") == before  # nothing written
-    registry.govern(store, "X", registry.SIGNOFF, "c", "J. Doe", "ok")
+            registry_store.govern(store, "X", action, version, by, reason)
+    assert registry_store.entries(store, "X") == before  # nothing written
+    registry_store.govern(store, "X", registry.SIGNOFF, "c", "J. Doe", "ok")
     with pytest.raises(DataValidationError, match=r"not a candidate awaiting a sign-off \(already signed off\)"):
-        registry.govern(store, "X", registry.SIGNOFF, "c", "J. Doe", "again")
-    registry.govern(store, "X", registry.REVOKE, "c", "ops", "bad")
+        registry_store.govern(store, "X", registry.SIGNOFF, "c", "J. Doe", "again")
+    registry_store.govern(store, "X", registry.REVOKE, "c", "ops", "bad")
     with pytest.raises(DataValidationError, match="model cccccccccccc is already revoked by ops: bad"):
-        registry.govern(store, "X", registry.PIN, "c", "ops", "")
+        registry_store.govern(store, "X", registry.PIN, "c", "ops", "")
 
 
 def test_objects_of_older_code_read_first_in_their_own_order(tmp_path):
     """Stores written before the sequence (time-named objects) keep their history and order."""
-    store = registry.RegistryStore(tmp_path)
+    store = registry_store.RegistryStore(tmp_path)
     folder = tmp_path / "X"
     folder.mkdir()
     old = [model("1"), model("2", registry.REJECTED)]
@@ -126,6 +127,6 @@ def test_objects_of_older_code_read_first_in_their_own_order(tmp_path):
     assert served(store).version == old[0].model_version
     store.put(model("3", registry.REJECTED))  # the first sequenced object: number 1, after the old ones
     assert (folder / "0000000001.json").exists()
-    assert [r.model_version for r in registry.history(store, "X")] == ["1" * 12, "2" * 12, "3" * 12]
-    registry.govern(store, "X", registry.REVOKE, "1", "ops", "old")
+    assert [r.model_version for r in registry_store.history(store, "X")] == ["1" * 12, "2" * 12, "3" * 12]
+    registry_store.govern(store, "X", registry.REVOKE, "1", "ops", "old")
     assert served(store).why == "model 111111111111 revoked by ops: old"

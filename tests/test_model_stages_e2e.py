@@ -13,7 +13,7 @@ import pytest
 import torch
 import yaml
 from panel_factory import write_catalogue_outputs
-from project_copy import ROOT, make_project_copy, run, stages_run
+from bench.project_copy import ROOT, make_project_copy, run, stages_run
 from sklearn.preprocessing import StandardScaler
 
 from pricing.baselines import BASELINES

@@ -9,6 +9,7 @@ import pytest
 
 from pricing import registry
 from pricing.errors import DataValidationError
+from stores import registry_store
 
 LOCK = {
     "tune_primary_model@X": {"cmd": "python -m stages.tune_primary_model X", "deps": [],
@@ -27,7 +28,7 @@ def decision(stockcode="X", md5="0123456789abcdef", decision=registry.APPROVED, 
 
 def _write_many(location, writer, count, env):
     os.environ.update(env)
-    store = registry.RegistryStore(location)
+    store = registry_store.RegistryStore(location)
     for i in range(count):
         store.put(decision(md5=f"{writer:04d}{i:012d}", writer=writer))
 
@@ -40,12 +41,12 @@ def concurrent_writers_lose_nothing(location, env=None, writers=2, each=15):
     for process in processes:
         process.join(120)
         assert process.exitcode == 0
-    records = registry.history(location, "X")
+    records = registry_store.history(location, "X")
     assert len(records) == writers * each
     assert len({r.model_md5 for r in records}) == writers * each
     # One object per number, 1 to N with no gap: every conditional create that lost a race took
     # the next number instead of writing over the winner's object.
-    entries = registry.entries(location, "X")
+    entries = registry_store.entries(location, "X")
     assert [entry.sequence for entry in entries] == list(range(1, writers * each + 1))
     for writer in range(writers):  # each writer's records in the order it wrote them
         own = [r.model_md5 for r in records if r.run["writer"] == writer]
@@ -53,18 +54,18 @@ def concurrent_writers_lose_nothing(location, env=None, writers=2, each=15):
 
 
 def test_decisions_are_immutable_objects_and_the_last_approved_is_served(tmp_path):
-    store = registry.RegistryStore(tmp_path / "store")
+    store = registry_store.RegistryStore(tmp_path / "store")
     first = decision(md5="a" * 16)
-    assert registry.append(store, first)
-    assert not registry.append(store, first)  # the same decision again is not repeated
-    assert registry.append(store, decision(md5="b" * 16, decision=registry.REJECTED))
+    assert registry_store.append(store, first)
+    assert not registry_store.append(store, first)  # the same decision again is not repeated
+    assert registry_store.append(store, decision(md5="b" * 16, decision=registry.REJECTED))
     objects = sorted(p.name for p in (tmp_path / "store" / "X").iterdir())
     assert objects == ["0000000001.json", "0000000002.json"]  # the store's sequence, no clock
     kept = [json.loads((tmp_path / "store" / "X" / name).read_text()) for name in objects]
     assert [(o["decision"], o["model_version"]) for o in kept] == [("approved", "a" * 12), ("rejected", "b" * 12)]
-    assert registry.approved_model("X", store).model_md5 == "a" * 16
-    assert registry.latest(store, "X").decision == registry.REJECTED
-    assert registry.stockcodes(store) == ["X"] and registry.history(store, "NONE") == []
+    assert registry_store.approved_model("X", store).model_md5 == "a" * 16
+    assert registry_store.latest(store, "X").decision == registry.REJECTED
+    assert registry_store.stockcodes(store) == ["X"] and registry_store.history(store, "NONE") == []
 
 
 def test_two_writers_at_once_lose_nothing_in_a_folder(tmp_path):
@@ -72,17 +73,17 @@ def test_two_writers_at_once_lose_nothing_in_a_folder(tmp_path):
 
 
 def test_a_corrupt_object_is_named_not_skipped(tmp_path):
-    store = registry.RegistryStore(tmp_path)
+    store = registry_store.RegistryStore(tmp_path)
     store.put(decision())
     (tmp_path / "X" / "20990101T000000000000Z-approved-x-y.json").write_text("{not json")
     with pytest.raises(DataValidationError, match="20990101T000000000000Z-approved-x-y.json is corrupt"):
-        registry.history(store, "X")
+        registry_store.history(store, "X")
 
 
 @pytest.mark.parametrize("bad", ["", "../etc", "a/b", "x" * 65, " 85123A"])
 def test_a_stockcode_that_is_no_object_name_is_refused(tmp_path, bad):
     with pytest.raises(DataValidationError, match="not a valid stock code"):
-        registry.history(tmp_path, bad)
+        registry_store.history(tmp_path, bad)
 
 
 def test_lineage_problems_name_a_broken_chain():
@@ -109,9 +110,9 @@ def test_the_store_on_a_real_s3_server(monkeypatch):
         for key, value in server.env().items():
             monkeypatch.setenv(key, value)
         location = f"s3://{server.bucket}/registry"
-        store = registry.RegistryStore(location)
-        assert registry.append(store, decision(md5="c" * 16))
-        assert registry.approved_model("X", location).model_md5 == "c" * 16
+        store = registry_store.RegistryStore(location)
+        assert registry_store.append(store, decision(md5="c" * 16))
+        assert registry_store.approved_model("X", location).model_md5 == "c" * 16
         keys = [o["Key"] for o in server.client().list_objects_v2(Bucket=server.bucket)["Contents"]]
         assert len(keys) == 1 and keys[0].startswith("registry/X/") and keys[0].endswith(".json")
         assert json.loads(server.client().get_object(Bucket=server.bucket, Key=keys[0])["Body"].read())["model_md5"] == "c" * 16
@@ -123,8 +124,8 @@ def test_the_store_on_a_real_s3_server(monkeypatch):
         with pytest.raises(ClientError) as refused:
             server.client().put_object(Bucket=server.bucket, Key=keys[0], Body=b"{}", IfNoneMatch="*")
         assert refused.value.response["ResponseMetadata"]["HTTPStatusCode"] == 412
-        assert registry.history(store, "X")[0].model_md5 == "c" * 16
+        assert registry_store.history(store, "X")[0].model_md5 == "c" * 16
         concurrent_writers_lose_nothing(f"s3://{server.bucket}/registry-concurrent", env=server.env())
-        wrong = registry.RegistryStore(location, key=server.access_key, secret="wrong")
+        wrong = registry_store.RegistryStore(location, key=server.access_key, secret="wrong")
         with pytest.raises(Exception, match="(?i)forbidden|denied|signature"):
             wrong.history("X")

@@ -13,12 +13,12 @@ import pytest
 
 from deployments import local_stack
 from pricing import registry
-from pricing.layout import REGISTRY_ENV, REMOTE_URL_ENV, STORAGE_ENV, WORKSPACES_ENV
-from tasks.result_storage import RESULT_STORAGE_ENV
+from stores import registry_store
+from stores.settings import REGISTRY_ENV, REMOTE_URL_ENV, RESULT_STORAGE_ENV, STORAGE_ENV, WORKSPACES_ENV
 from tasks.stages import lineage_stages
 from tests.api_lineage import RELAXED_RISK
 from tests.postgres_server import running_postgres
-from tests.project_copy import make_project_copy, run
+from bench.project_copy import make_project_copy, run
 from tests.s3_server import running_s3_server
 from tests.test_prefect_postgres import query_postgres
 
@@ -71,14 +71,14 @@ def test_deploy_on_postgres_and_two_backfills_into_the_s3_registry_at_once(tmp_p
             (first, second) = sorted((flow_run.start_time, flow_run.end_time) for flow_run in runs)
             assert first[1] > second[0], "the two backfills did not run at the same time"
 
-            store = registry.RegistryStore(f"{storage}/registry", **s3.storage_options())
+            store = registry_store.RegistryStore(f"{storage}/registry", **s3.storage_options())
             codes = [code for batch in BACKFILLS for code in batch]
             assert sorted(store.stockcodes()) == sorted(codes)
             for code in codes:
-                (decision,) = registry.history(store, code)  # one each: none lost, none doubled
+                (decision,) = registry_store.history(store, code)  # one each: none lost, none doubled
                 assert set(decision.lineage["stages"]) <= set(lineage_stages(code)), code
                 assert decision.run.get("flow_run_id"), code
-            small = [registry.latest(store, code).decision for code in codes if code not in ("22423", "20725")]
+            small = [registry_store.latest(store, code).decision for code in codes if code not in ("22423", "20725")]
             assert small == [registry.INSUFFICIENT_DATA] * 4
             listed = s3.client().list_objects_v2(Bucket=s3.bucket, Prefix=f"{PREFIX}/prefect-results/")
             assert listed["KeyCount"] >= 1, "no Prefect result in the bucket"

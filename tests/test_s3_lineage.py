@@ -18,19 +18,20 @@ import pytest
 import s3fs
 
 from app import create_app
-from app.settings import Settings
-from pricing import registry
-from pricing.layout import (
+from pricing.layout import Layout
+from stores import registry_store
+from stores.settings import (
     REGISTRY_ENV,
     REMOTE_URL_ENV,
+    RESULT_STORAGE_ENV,
     STORAGE_ENV,
     WORKSPACES_ENV,
-    Layout,
+    ApiSettings,
+    load_settings,
 )
-from tasks.result_storage import RESULT_STORAGE_ENV
 from tests.api_lineage import RELAXED_RISK, TINY_BUDGET, sign_off
 from tests.api_models import artifact_hash
-from tests.project_copy import make_project_copy, remote_dir, run
+from bench.project_copy import make_project_copy, remote_dir, run
 from tests.s3_server import free_ports, running_s3_server
 
 pytestmark = pytest.mark.slow
@@ -68,15 +69,15 @@ def test_lineage_on_s3_approves_serves_and_fails_safely(tmp_path, monkeypatch):
     with running_s3_server() as server:
         storage = f"s3://{server.bucket}/{PREFIX}"
         fs = s3fs.S3FileSystem(**server.storage_options())
-        store = registry.RegistryStore(f"{storage}/registry", **server.storage_options())
+        store = registry_store.RegistryStore(f"{storage}/registry", **server.storage_options())
         env = lineage_env(base, server.env(), storage)
 
         ran = run_lineage(root, env, TINY_BUDGET)
         assert ran.returncode == 0, output(ran)
-        assert registry.approved_model(SC, store) is None, output(ran)  # the relaxed gate: a candidate …
+        assert registry_store.approved_model(SC, store) is None, output(ran)  # the relaxed gate: a candidate …
         approved = sign_off(root, env, SC, store, output(ran))  # … served once signed off (to the bucket)
         assert f"{SC}: candidate {approved.model_version} passed every gate" in ran.stdout + ran.stderr
-        assert registry.approved_model(SC, store) == approved
+        assert registry_store.approved_model(SC, store) == approved
 
         # The model and its lineage went to <storage>/dvc by hash — not to the checkout's folder remote.
         layout = Layout(Path("."))
@@ -92,21 +93,21 @@ def test_lineage_on_s3_approves_serves_and_fails_safely(tmp_path, monkeypatch):
             monkeypatch.delenv(name, raising=False)
         for name, value in {**server.env(), STORAGE_ENV: storage}.items():
             monkeypatch.setenv(name, value)
-        settings = Settings.from_env(root)
+        settings = load_settings(root)
         assert (settings.registry, settings.dvc_remote) == (f"{storage}/registry", f"{storage}/dvc")
-        client = create_app(Settings(settings.registry, settings.dvc_remote, reload_seconds=0)).test_client()
+        client = create_app(ApiSettings(settings.registry, settings.dvc_remote, reload_seconds=0)).test_client()
         answer = client.get(f"/v1/predict-price/{SC}?num_price_bins=10")
         assert answer.status_code == 200, answer.json
         assert answer.json["model_version"] == approved.model_version and len(answer.json["prices"]) == 10
 
-        decisions = len(registry.history(store, SC))
+        decisions = len(registry_store.history(store, SC))
         lock = lock_bytes(root)  # an overridden run landed nothing: maybe no dvc.lock at all
         candidate = TINY_BUDGET + ["seed=7"]  # a new candidate, were it to run
 
         def nothing_changed(result, reason: str) -> None:
             assert result.returncode != 0, output(result)
             assert reason in result.stdout + result.stderr, output(result)
-            assert len(registry.history(store, SC)) == decisions
+            assert len(registry_store.history(store, SC)) == decisions
             assert lock_bytes(root) == lock  # nothing landed
             served = client.get(f"/v1/predict-price/{SC}")
             assert served.status_code == 200 and served.json["model_version"] == approved.model_version

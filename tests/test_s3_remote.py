@@ -12,7 +12,7 @@ import pytest
 import s3fs
 from dvc.repo import Repo
 
-from tests.project_copy import ROOT, VENV_BIN, make_project_copy, run
+from bench.project_copy import ROOT, VENV_BIN, make_project_copy, run
 from tests.s3_server import BUCKET, free_ports, running_s3_server
 
 DVC = str(VENV_BIN / "dvc")

@@ -10,19 +10,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from app.settings import Settings
-from pricing.layout import (
-    REGISTRY_ENV,
-    REMOTE_URL_ENV,
-    STORAGE_ENV,
-    dvc_remote_url,
-    registry_location,
-    storage_location,
-    storage_root,
-)
+from bench.toy_project import git_commit_all, make_toy_project, run_cmd
+from stores.settings import REGISTRY_ENV, REMOTE_URL_ENV, RESULT_STORAGE_ENV, STORAGE_ENV, load_settings
 from tasks import workspace
-from tasks.result_storage import RESULT_STORAGE_ENV, result_storage
-from toy_project import git_commit_all, make_toy_project, run_cmd
+from tasks.result_storage import result_storage
 
 PART_VARIABLES = (STORAGE_ENV, REGISTRY_ENV, REMOTE_URL_ENV, RESULT_STORAGE_ENV)
 
@@ -42,28 +33,30 @@ def project_with(tmp_path: Path, orchestration: dict) -> Path:
 
 def test_unset_keeps_every_store_local(tmp_path):
     root = project_with(tmp_path, {"registry": str(tmp_path / "decisions")})
-    assert storage_root(root) is None
-    assert registry_location(root) == str(tmp_path / "decisions")
-    assert dvc_remote_url(root) is None  # the checkout's own default remote
+    settings = load_settings(root)
+    assert settings.storage is None
+    assert settings.registry == str(tmp_path / "decisions")
+    assert settings.dvc_remote_url is None  # the checkout's own default remote
     assert result_storage(root) is None  # Prefect's local storage
 
 
 def test_one_variable_moves_all_three(tmp_path, monkeypatch):
     root = project_with(tmp_path, {"registry": str(tmp_path / "decisions")})
     monkeypatch.setenv(STORAGE_ENV, "s3://team-bucket/pricing/")
-    assert storage_root(root) == "s3://team-bucket/pricing"
-    assert registry_location(root) == "s3://team-bucket/pricing/registry"
-    assert dvc_remote_url(root) == "s3://team-bucket/pricing/dvc"
-    assert storage_location(root, "results") == "s3://team-bucket/pricing/prefect-results"
+    settings = load_settings(root)
+    assert settings.storage == "s3://team-bucket/pricing"
+    assert settings.registry == "s3://team-bucket/pricing/registry"
+    assert settings.dvc_remote_url == "s3://team-bucket/pricing/dvc"
+    assert settings.storage_location("results") == "s3://team-bucket/pricing/prefect-results"
 
 
 def test_params_yaml_names_it_too_and_a_parts_own_variable_wins(tmp_path, monkeypatch):
     root = project_with(tmp_path, {"storage": "s3://team-bucket"})
-    assert registry_location(root) == "s3://team-bucket/registry"
+    assert load_settings(root).registry == "s3://team-bucket/registry"
     monkeypatch.setenv(REGISTRY_ENV, "s3://elsewhere/decisions")
     monkeypatch.setenv(REMOTE_URL_ENV, str(tmp_path / "remote"))
-    assert registry_location(root) == "s3://elsewhere/decisions"
-    assert dvc_remote_url(root) == str(tmp_path / "remote")
+    assert load_settings(root).registry == "s3://elsewhere/decisions"
+    assert load_settings(root).dvc_remote_url == str(tmp_path / "remote")
     monkeypatch.setenv(RESULT_STORAGE_ENV, "s3-bucket/teams-own-block")
     assert result_storage(root) == "s3-bucket/teams-own-block"
 
@@ -73,17 +66,17 @@ def test_a_value_that_is_not_an_s3_url_is_refused_by_name(tmp_path, monkeypatch,
     root = project_with(tmp_path, {})
     monkeypatch.setenv(STORAGE_ENV, value)
     with pytest.raises(ValueError, match=f"{STORAGE_ENV} must be an S3 URL.*{value}"):
-        registry_location(root)
+        load_settings(root).registry
     monkeypatch.delenv(STORAGE_ENV)
     (root / "params.yaml").write_text(yaml.safe_dump({"orchestration": {"storage": value}}))
     with pytest.raises(ValueError, match="orchestration.storage must be an S3 URL"):
-        dvc_remote_url(root)
+        load_settings(root).dvc_remote_url
 
 
 def test_the_api_follows_it_without_a_params_file(tmp_path, monkeypatch):
     """On Lambda there is no params.yaml and no .dvc/config: the variable alone points it."""
     monkeypatch.setenv(STORAGE_ENV, "s3://team-bucket")
-    settings = Settings.from_env(tmp_path)
+    settings = load_settings(tmp_path).api()
     assert (settings.registry, settings.dvc_remote) == ("s3://team-bucket/registry", "s3://team-bucket/dvc")
 
 
@@ -106,3 +99,19 @@ def test_a_workspace_pushes_to_the_settings_remote_with_the_users_options(tmp_pa
         workspace.remove(ws)
     assert "team-bucket" not in (toy / ".dvc" / "config.local").read_text()  # the user's file is untouched
     shutil.rmtree(tmp_path / "ws", ignore_errors=True)
+
+
+def test_the_settings_command_shows_each_value_and_where_it_came_from(tmp_path, monkeypatch, capsys):
+    from flows import lineage_cli
+
+    root = project_with(tmp_path, {"registry": str(tmp_path / "decisions"), "min_product_lines": 5})
+    monkeypatch.setenv(STORAGE_ENV, "s3://team-bucket")
+    monkeypatch.delenv("PRICELINEAGE_RETRIES", raising=False)
+    assert lineage_cli.main(["--root", str(root), "settings"]) == 0
+    shown = {line.split()[0]: line.split()[1:] for line in capsys.readouterr().out.splitlines()}
+    assert shown["registry"] == ["s3://team-bucket/registry", "env", STORAGE_ENV, "+", "/registry"]  # storage wins
+    assert shown["min_product_lines"] == ["5", "params.yaml", "orchestration.min_product_lines"]
+    assert shown["retries"] == ["3", "default"]
+    monkeypatch.setenv(STORAGE_ENV, "team-bucket")
+    assert lineage_cli.main(["--root", str(root), "settings"]) == 2  # named, not a traceback
+    assert f"error: {STORAGE_ENV} must be an S3 URL" in capsys.readouterr().out

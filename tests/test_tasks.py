@@ -17,6 +17,7 @@ import yaml
 from pricing import registry
 from pricing.errors import DataValidationError
 from pricing.layout import Layout
+from stores import registry_store
 from tasks import dvcrepo, workspace
 from tasks.errors import (
     StageCommandError,
@@ -28,7 +29,7 @@ from tasks.errors import (
 )
 from tasks.stage_task import STAGE_TASKS
 from tasks.stages import DRIFT, ETL, PREPROCESS, RISK, TUNE, lineage_stages, stage_id
-from toy_project import TOY_PRODUCTS, make_toy_project, real_tune_banner, run_cmd
+from bench.toy_project import TOY_PRODUCTS, make_toy_project, real_tune_banner, run_cmd
 
 SC = "85123A"
 
@@ -320,20 +321,20 @@ def test_record_names_model_and_hashes():
 
 
 def test_registry_keeps_every_decision_and_serves_the_last_approved(tmp_path):
-    assert registry.approved_model("X", tmp_path) is None
-    assert registry.append(tmp_path, record())
-    assert not registry.append(tmp_path, record())  # the same decision again is not repeated
+    assert registry_store.approved_model("X", tmp_path) is None
+    assert registry_store.append(tmp_path, record())
+    assert not registry_store.append(tmp_path, record())  # the same decision again is not repeated
     changed = lock_entries()
     changed["tune_primary_model@X"]["outs"][0]["md5"] = "ffff00001111"
-    assert registry.append(tmp_path, record("rejected", stages=changed, reasons=["mae_diff 0.3 > 0.2"]))
-    assert [r.decision for r in registry.history(tmp_path, "X")] == ["approved", "rejected"]
-    served = registry.approved_model("X", tmp_path)
+    assert registry_store.append(tmp_path, record("rejected", stages=changed, reasons=["mae_diff 0.3 > 0.2"]))
+    assert [r.decision for r in registry_store.history(tmp_path, "X")] == ["approved", "rejected"]
+    served = registry_store.approved_model("X", tmp_path)
     assert served.model_version == "abcdef012345" and served.git["rev"] == "deadbeef"
-    assert registry.stockcodes(tmp_path) == ["X"]
+    assert registry_store.stockcodes(tmp_path) == ["X"]
     objects = sorted((tmp_path / "X").glob("*.json"))
     assert [o.name for o in objects] == ["0000000001.json", "0000000002.json"]
     assert json.loads(objects[1].read_text())["reasons"] == ["mae_diff 0.3 > 0.2"]
-    assert "REJECTED" in registry.describe(registry.latest(tmp_path, "X"))
+    assert "REJECTED" in registry.describe(registry_store.latest(tmp_path, "X"))
 
 
 @pytest.mark.parametrize("columns,expected", [

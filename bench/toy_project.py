@@ -1,6 +1,8 @@
-"""Test scaffolding: a throw-away git + DVC project with the lineage's stage names and paths, and toy commands.
+"""A throw-away git + DVC project with the lineage's stage names and paths, and toy commands.
 
-Tests (and anyone trying the orchestration) get the real flow's shape in seconds: the same
+What orchestration costs is timed on it (``bench.noop_rerun``, ``bench.backfill``'s overhead
+part: stages that take milliseconds leave only the flow's own work), and the tests of the flows
+and tasks run on it: the real flow's shape in seconds, the same
 stage names, the same ``Layout`` paths, metrics with the fields the flow branches on — but
 each stage is a few lines of Python. Faults are switched on through params (so they go
 through the flow's overrides) or, for the one-off transient fault, an environment variable:

@@ -1,4 +1,5 @@
-"""A throw-away copy of this project as its own git + DVC repo, for end-to-end runs."""
+"""A throw-away copy of this project as its own git + DVC repo, for end-to-end runs: the
+benchmarks that time real runs (``bench.backfill``) and the end-to-end tests use the same one."""
 from __future__ import annotations
 
 import os

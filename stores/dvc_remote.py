@@ -1,4 +1,5 @@
-"""Artifacts from the DVC remote by their recorded md5, checked before anyone parses them.
+"""Artifacts from the DVC remote by their recorded md5, checked before anyone parses them (the
+price API's reads; the flows push with DVC itself).
 
 The remote is a folder or an fsspec URL in DVC 3's layout, ``files/md5/<2 hex>/<30 hex>``; a
 directory output is a ``<md5>.dir`` object listing each file's ``relpath`` and ``md5``. Bytes
@@ -25,7 +26,7 @@ class ArtifactError(Exception):
 class Remote:
     def __init__(self, location: str, **storage_options: Any) -> None:
         self.location = location
-        # A filesystem of its own, as the registry store's: fsspec's cached instance keeps the
+        # A filesystem of its own, as the registry store's (``stores.registry_store``): fsspec's cached instance keeps the
         # endpoint and keys the process first saw, even after the environment names others.
         self.fs, self.base = fsspec.core.url_to_fs(location, skip_instance_cache=True, **storage_options)
 
