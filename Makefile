@@ -45,11 +45,16 @@ deploy: setup
 	api_url="$${PREFECT_API_URL:-$$($(PYTHON) -m deployments.local_stack url)}"; \
 	PREFECT_API_URL="$$api_url" $(VENV)/bin/prefect --no-prompt deploy --all
 
+# The tests spread over TEST_WORKERS processes (pytest-xdist; the machine's two cores by
+# default); tests that share a module fixture stay on one worker (tests/conftest.py).
+TEST_WORKERS ?= 2
+PYTEST_WORKERS := -n $(TEST_WORKERS) --dist loadgroup
+
 test: setup services
-	$(PYTHON) -m pytest -m "slow or not slow"
+	$(PYTHON) -m pytest -m "slow or not slow" $(PYTEST_WORKERS)
 
 test-fast: setup
-	$(PYTHON) -m pytest
+	$(PYTHON) -m pytest $(PYTEST_WORKERS)
 
 # Debian packages the tests' real servers need (PostgreSQL for the Prefect server tests,
 # tests/postgres_server.py): installed only where missing, so running it again changes nothing.

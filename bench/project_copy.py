@@ -39,8 +39,12 @@ def run(args: list[str], cwd: Path, check: bool = True, env: dict | None = None)
     return result
 
 
-def make_project_copy(destination: Path, params_update: dict | None = None) -> Path:
-    """Copy the project's files (tracked or not ignored, as in the work tree) into a fresh git repo."""
+def make_project_copy(destination: Path, params_update: dict | None = None, dvc_cache: Path | None = None) -> Path:
+    """Copy the project's files (tracked or not ignored, as in the work tree) into a fresh git repo.
+
+    ``dvc_cache``: a DVC cache folder that copies share (``cache.dir`` in ``config.local``), so
+    a stage that another copy already ran with the same code, data and params is restored by
+    DVC's run cache — as every workspace of one checkout shares that checkout's cache."""
     destination.mkdir(parents=True, exist_ok=True)
     for name in project_files():
         source = ROOT / name
@@ -53,6 +57,8 @@ def make_project_copy(destination: Path, params_update: dict | None = None) -> P
     run(["git", "init", "-q", "-b", "main"], destination)
     # The copy pushes to a remote of its own, not the user's default one (config.local is untracked).
     run([str(VENV_BIN / "dvc"), "remote", "modify", "--local", "local", "url", str(remote_dir(destination))], destination)
+    if dvc_cache is not None:
+        run([str(VENV_BIN / "dvc"), "config", "--local", "cache.dir", str(dvc_cache)], destination)
     run(["git", "-c", "user.name=test", "-c", "user.email=test@example.com", "add", "-A"], destination)
     run(["git", "-c", "user.name=test", "-c", "user.email=test@example.com", "commit", "-qm", "copy"], destination)
     return destination

@@ -105,6 +105,25 @@ def run_dvc(args: Sequence[str], root: Path, echo: Callable[[str], None] | None 
     return DvcRun(["dvc", *args], returncode, list(tail))
 
 
+def set_local_config(root: Path, settings: dict[tuple[str, ...], str]) -> None:
+    """``dvc config --local`` of each ``(section[, name], option): value``, in one validated
+    write through DVC's own config (a subprocess per option costs ~1 s of DVC start-up)."""
+    from dvc.config import Config, ConfigError
+
+    from pricing.errors import DataValidationError
+
+    try:
+        with Config(dvc_dir=str(root / ".dvc")).edit("local") as config:
+            for (*sections, option), value in settings.items():
+                section = config
+                for name in sections:
+                    section = section.setdefault(name, {})
+                section[option] = value
+    except ConfigError as error:
+        names = ", ".join(".".join(keys) for keys in settings)
+        raise DataValidationError(f"{root}: DVC refused the local config ({names}): {error}") from error
+
+
 def dvc_error_lines(lines: Sequence[str]) -> list[str]:
     """The lines DVC's logger printed as errors (``ERROR: ...``)."""
     return [line for line in lines if line.startswith(DVC_ERROR_PREFIX)]

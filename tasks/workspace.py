@@ -155,16 +155,12 @@ def create(
         _git(["-c", "advice.detachedHead=false", "checkout", "-q", "--detach", source["commit"]], path)
         if (project / LOCAL_CONFIG).exists():  # the user's remote settings and credentials
             shutil.copy2(project / LOCAL_CONFIG, path / LOCAL_CONFIG)
-        dvc = ["config", "--local"]
-        config = [("cache.dir", str(dvcrepo.cache_dir(project))), ("cache.type", CACHE_LINK_TYPES)]
+        config = {("cache", "dir"): str(dvcrepo.cache_dir(project)), ("cache", "type"): CACHE_LINK_TYPES}
         remote_url = settings.dvc_remote_url
         if remote_url:  # pushes and pulls go there; the user's options for that remote still apply
             name = remote_name(remote_url)
-            config += [(f"remote.{name}.url", remote_url), ("core.remote", name)]
-        for key, value in config:
-            run = dvcrepo.run_dvc([*dvc, key, value], path)
-            if run.returncode != 0:
-                raise DataValidationError(f"workspace {path}: `dvc config {key}` failed: {run.output}")
+            config.update({("remote", name, "url"): remote_url, ("core", "remote"): name})
+        dvcrepo.set_local_config(path, config)
         # Through DVC's own `-S` (not a YAML dump): values keep the types DVC reads them with.
         dvcrepo.apply_params_overrides(path, [f"stockcodes=['{stockcode}']", *(overrides or [])])
         _seed_lock(path, project, stockcode, seed or {})

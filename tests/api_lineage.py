@@ -33,9 +33,10 @@ class ApprovedLineage:
     record: registry.Record
 
 
-def approve_real_model(base: Path, overrides: list[str] | None = None, stockcode: str = SC) -> ApprovedLineage:
+def approve_real_model(base: Path, overrides: list[str] | None = None, stockcode: str = SC,
+                       dvc_cache: Path | None = None) -> ApprovedLineage:
     base.mkdir(parents=True, exist_ok=True)
-    root = make_project_copy(base / "project", {"stockcodes": [stockcode]})
+    root = make_project_copy(base / "project", {"stockcodes": [stockcode]}, dvc_cache=dvc_cache)
     env = {**os.environ, REGISTRY_ENV: str(base / "registry"), WORKSPACES_ENV: str(base / "workspaces"),
            "PREFECT_HOME": str(base / "prefect-home"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
            # a new Prefect home migrates its database first: on a busy machine, past the default 20 s

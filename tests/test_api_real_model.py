@@ -24,8 +24,8 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def approved(tmp_path_factory):
-    return approve_real_model(tmp_path_factory.mktemp("api-real"))
+def approved(tmp_path_factory, shared_dvc_cache):
+    return approve_real_model(tmp_path_factory.mktemp("api-real"), dvc_cache=shared_dvc_cache)
 
 
 def client_for(registry, remote):

@@ -3,7 +3,6 @@
 import os
 import sys
 import tempfile
-from pathlib import Path
 
 os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="pricelineage-prefect-"))
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
@@ -15,8 +14,6 @@ from deployments import local_stack  # noqa: E402
 from flows.lineage import OUTCOMES  # noqa: E402
 from stores import registry_store  # noqa: E402
 from tasks.stages import lineage_stages  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).parent))
 from bench.project_copy import make_project_copy, run  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -26,9 +23,9 @@ BACKFILLED = ["85123A", "22423", "20725"]
 
 
 @pytest.fixture(scope="module")
-def deployed(tmp_path_factory):
+def deployed(tmp_path_factory, shared_dvc_cache):
     base = tmp_path_factory.mktemp("deployments")
-    project = make_project_copy(base / "project")
+    project = make_project_copy(base / "project", dvc_cache=shared_dvc_cache)
     store, workspaces = base / "registry", base / "workspaces"
     env = {"PRICELINEAGE_REGISTRY": str(store), "PRICELINEAGE_WORKSPACES": str(workspaces)}
     stack = local_stack.start(base / "stack", port=local_stack.free_port(), extra_env=env)

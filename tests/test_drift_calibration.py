@@ -67,6 +67,9 @@ MIX_SHARE = 0.2
 PROMOTED_SHARE, PROMOTION = 0.4, 0.2
 SEED = 0
 SUDDEN, STALE = "sudden_break", "stale_training_window"
+# The real ETL behind `sales` takes seconds: the tests spread over `make test`'s workers, except
+# the list-price rises, which share the 40 Evidently runs of `unaltered` (tests/conftest.py).
+SPREAD_OVER_WORKERS = True
 
 
 @pytest.fixture(scope="module")
@@ -234,6 +237,7 @@ def unaltered(sales, config, split, shifted_weeks) -> dict[str, int]:
     return _shifted(sales, config, split, shifted_weeks, lambda rows, onset: rows, 0)
 
 
+@pytest.mark.xdist_group("test_drift_calibration-unaltered")
 @pytest.mark.parametrize(("factor", "onset_weeks"), [(1.1, 1), (1.3, 1), (1.3, SHIFT_ONSET_WEEKS)])
 def test_a_list_price_rise_is_an_event_not_drift(sales, config, split, shifted_weeks, unaltered, factor, onset_weeks):
     ordinary = unaltered

@@ -37,6 +37,10 @@ from bench.toy_project import git_commit_all, make_toy_project, real_tune_banner
 
 SC = "85123A"
 DVC = [sys.executable, "-m", "dvc"]
+# Prefect's temporary API (the module fixture) is cheap: the tests spread over `make test`'s
+# workers, except those that share the approved toy run (tests/conftest.py).
+SPREAD_OVER_WORKERS = True
+SHARES_THE_APPROVED_RUN = pytest.mark.xdist_group("test_flows-approved")
 
 
 @pytest.fixture(scope="module")
@@ -103,6 +107,7 @@ def copy_of(project, tmp_path, monkeypatch):
     return target
 
 
+@SHARES_THE_APPROVED_RUN
 def test_full_flow_approves_and_pushes(approved, tmp_path):
     root, state, summary = approved
     assert state.is_completed(), state.message
@@ -140,6 +145,7 @@ def test_full_flow_approves_and_pushes(approved, tmp_path):
 
 
 
+@SHARES_THE_APPROVED_RUN
 def test_second_run_with_nothing_changed_is_all_cached(approved):
     root, _, _ = approved
     before = registry_store.history(store(root), SC)
@@ -151,6 +157,7 @@ def test_second_run_with_nothing_changed_is_all_cached(approved):
     assert registry_store.history(store(root), SC) == before
 
 
+@SHARES_THE_APPROVED_RUN
 def test_lineage_cli_shows_the_served_model_and_its_lineage(approved, capsys):
     import json
 
@@ -174,6 +181,7 @@ def test_lineage_cli_shows_the_served_model_and_its_lineage(approved, capsys):
     assert "no decision recorded" in capsys.readouterr().out
 
 
+@SHARES_THE_APPROVED_RUN
 def test_drift_trains_nothing_and_the_served_model_stays(approved, tmp_path, monkeypatch):
     root = copy_of(approved[0], tmp_path, monkeypatch)
     served = registry_store.approved_model(SC, store(root))
@@ -190,6 +198,7 @@ def test_drift_trains_nothing_and_the_served_model_stays(approved, tmp_path, mon
     assert "unit_price" in Artifact.get(artifact_key(SC, "summary")).data
 
 
+@SHARES_THE_APPROVED_RUN
 def test_drift_with_the_gate_on_warn_trains_a_candidate_served_once_signed_off(approved, tmp_path, monkeypatch,
                                                                                 capsys):
     # On main the flow stopped on drift whatever drift.gate said, while `dvc repro` honoured warn.
@@ -216,6 +225,7 @@ def test_drift_with_the_gate_on_warn_trains_a_candidate_served_once_signed_off(a
     assert registry_store.history(store(root), SC)[-1] == candidate  # the record itself is not edited
 
 
+@SHARES_THE_APPROVED_RUN
 def test_unfair_model_is_rejected_and_nothing_new_is_approved(approved, tmp_path, monkeypatch):
     root = copy_of(approved[0], tmp_path, monkeypatch)
     served = registry_store.approved_model(SC, store(root))
@@ -228,6 +238,7 @@ def test_unfair_model_is_rejected_and_nothing_new_is_approved(approved, tmp_path
     assert registry_store.approved_model(SC, store(root)) == served
 
 
+@SHARES_THE_APPROVED_RUN
 def test_rejected_candidate_and_overridden_runs_leave_the_checkout_as_it_was(approved, tmp_path, monkeypatch):
     """Only an approved run at the checkout's own params lands: after a backfill's steps (its ETL
     probe, then product runs that are rejected, a candidate, or approved with an approvable
@@ -256,6 +267,7 @@ def test_rejected_candidate_and_overridden_runs_leave_the_checkout_as_it_was(app
     assert registry_store.latest(store(root), SC).decision == "approved"  # recorded and served, not landed
 
 
+@SHARES_THE_APPROVED_RUN
 def test_a_model_the_new_run_did_not_write_is_never_committed_as_new(approved, tmp_path, monkeypatch):
     """The workspace starts from the approved lineage, its outputs linked from the DVC cache and
     persist: true: a tune that exits 0 without writing its checkpoint leaves the approved one."""
@@ -301,17 +313,17 @@ def test_validation_error_fails_at_once_and_commits_nothing(prefect_api, tmp_pat
 
 
 @pytest.mark.slow
-def test_real_pipeline_approves_85123A_and_reproduces_its_bytes(prefect_api, tmp_path, monkeypatch, capsys):
+def test_real_pipeline_approves_85123A_and_reproduces_its_bytes(prefect_api, tmp_path, monkeypatch, capsys,
+                                                               shared_dvc_cache):
     """The README's main command on a copy of this project and the real data, tiny budget;
     then the approved lineage checked out and re-run from its record gives the same model."""
-    sys.path.insert(0, str(Path(__file__).parent))
     from bench.project_copy import make_project_copy, remote_dir
 
     from flows import lineage_cli
 
     monkeypatch.setenv("PRICELINEAGE_REGISTRY", str(tmp_path / "registry"))
     monkeypatch.setenv("PRICELINEAGE_WORKSPACES", str(tmp_path / "workspaces"))
-    root = make_project_copy(tmp_path / "project", {"stockcodes": [SC]})
+    root = make_project_copy(tmp_path / "project", {"stockcodes": [SC]}, dvc_cache=shared_dvc_cache)
     stages = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]
     missing = [name for name in (*CATALOGUE, *PER_STOCKCODE) if name not in stages]
     assert not missing, f"dvc.yaml has no stage {missing} (renamed?): the flow runs the names of tasks/stages.py"
@@ -342,16 +354,15 @@ def test_real_pipeline_approves_85123A_and_reproduces_its_bytes(prefect_api, tmp
 
 @pytest.mark.slow
 def test_the_real_gate_at_default_params_approves_one_best_seller_and_rejects_another(prefect_api, tmp_path,
-                                                                                      monkeypatch):
+                                                                                      monkeypatch, shared_dvc_cache):
     """No override at all, the default budget and gates, the real data: 85123A passes on its own
     test split and is approved (and lands in the checkout); 20725's predicted gap between the
     groups departs from the actual one wholly beyond ±0.25 on its own data: a real rejection."""
-    sys.path.insert(0, str(Path(__file__).parent))
     from bench.project_copy import make_project_copy
 
     monkeypatch.setenv("PRICELINEAGE_REGISTRY", str(tmp_path / "registry"))
     monkeypatch.setenv("PRICELINEAGE_WORKSPACES", str(tmp_path / "workspaces"))
-    root = make_project_copy(tmp_path / "project", {"stockcodes": [SC]})
+    root = make_project_copy(tmp_path / "project", {"stockcodes": [SC]}, dvc_cache=shared_dvc_cache)
     state, summary = run_flow(root, stockcodes=[SC, "20725"], max_concurrent=2)
     assert state.is_completed(), state.message
     outcomes = {o["stockcode"]: o for o in summary["outcomes"]}
@@ -452,6 +463,7 @@ def test_a_second_run_of_a_stockcode_waits_for_the_first_and_runs_its_own_overri
     assert (root / "params.yaml").read_text() == params_before(root)
 
 
+@SHARES_THE_APPROVED_RUN
 def test_checkout_and_reproduce_an_approved_lineage(approved, capsys):
     from flows import lineage_cli
 
@@ -470,6 +482,7 @@ def test_checkout_and_reproduce_an_approved_lineage(approved, capsys):
     assert "IDENTICAL bytes" in shown and served.model_md5 in shown
 
 
+@SHARES_THE_APPROVED_RUN
 def test_reproduce_runs_an_earlier_models_lineage_in_order_over_a_newer_landed_one(
         approved, tmp_path, monkeypatch, capsys):
     """The checkout holds a newer model than the one reproduced: inference must run on the
@@ -494,6 +507,7 @@ def test_reproduce_runs_an_earlier_models_lineage_in_order_over_a_newer_landed_o
     assert dvcrepo.lock_entry(reproduced, inference)["outs"] == earlier.lineage["stages"][inference]["outs"]
 
 
+@SHARES_THE_APPROVED_RUN
 def test_reproduce_exits_non_zero_naming_each_output_that_differs(approved, tmp_path, monkeypatch, capsys):
     from flows import lineage_cli
 
@@ -536,16 +550,16 @@ def test_two_make_run_style_runs_at_once_in_one_checkout_keep_their_own_override
 
 
 @pytest.mark.slow
-def test_a_real_risk_gate_that_cannot_tell_is_no_rejection_and_the_record_says_why(prefect_api, tmp_path, monkeypatch):
+def test_a_real_risk_gate_that_cannot_tell_is_no_rejection_and_the_record_says_why(prefect_api, tmp_path, monkeypatch,
+                                                                                   shared_dvc_cache):
     """The real risk stage, with a real param no real test split can meet: 10,000 lines per
     group. Fairness cannot be told (nor pooled: no peer in the store), so the decision is
     insufficient_data — not a rejection — never served, and the record carries the reason."""
-    sys.path.insert(0, str(Path(__file__).parent))
     from bench.project_copy import make_project_copy
 
     monkeypatch.setenv("PRICELINEAGE_REGISTRY", str(tmp_path / "registry"))
     monkeypatch.setenv("PRICELINEAGE_WORKSPACES", str(tmp_path / "workspaces"))
-    root = make_project_copy(tmp_path / "project", {"stockcodes": [SC]})
+    root = make_project_copy(tmp_path / "project", {"stockcodes": [SC]}, dvc_cache=shared_dvc_cache)
     tiny = os.environ.get("PRICELINEAGE_TINY_BUDGET", "tune.n_trials=2,tune.num_epochs=3").split(",") + [
         # The tiny budget's net loses to the naive baseline: take that check out, so the
         # fairness gate alone decides.

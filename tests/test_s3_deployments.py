@@ -37,10 +37,10 @@ def _client(api_url: str):
     return temporary_settings(updates={PREFECT_API_URL: api_url}), get_client
 
 
-def test_deploy_on_postgres_and_two_backfills_into_the_s3_registry_at_once(tmp_path: Path):
+def test_deploy_on_postgres_and_two_backfills_into_the_s3_registry_at_once(tmp_path: Path, shared_dvc_cache: Path):
     from prefect.deployments import run_deployment
 
-    project = make_project_copy(tmp_path / "project")
+    project = make_project_copy(tmp_path / "project", dvc_cache=shared_dvc_cache)
     with running_postgres() as postgres, running_s3_server() as s3:
         storage = f"s3://{s3.bucket}/{PREFIX}"
         env = {**s3.env(), STORAGE_ENV: storage, WORKSPACES_ENV: str(tmp_path / "workspaces")}

@@ -63,9 +63,9 @@ def output(result) -> str:
     return f"rc {result.returncode}\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
 
 
-def test_lineage_on_s3_approves_serves_and_fails_safely(tmp_path, monkeypatch):
+def test_lineage_on_s3_approves_serves_and_fails_safely(tmp_path, monkeypatch, shared_dvc_cache):
     base = tmp_path
-    root = make_project_copy(base / "project", {"stockcodes": [SC]})
+    root = make_project_copy(base / "project", {"stockcodes": [SC]}, dvc_cache=shared_dvc_cache)
     with running_s3_server() as server:
         storage = f"s3://{server.bucket}/{PREFIX}"
         fs = s3fs.S3FileSystem(**server.storage_options())
