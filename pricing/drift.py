@@ -17,6 +17,7 @@ small or whose current week is not over is not judged: ``insufficient_data``, ne
 """
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Mapping
@@ -24,10 +25,13 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import polars as pl
 from evidently import DataDefinition, Dataset, Report
 from evidently.core.metric_types import render_widgets
+from evidently.legacy.calculations.stattests import get_stattest
+from evidently.legacy.core import ColumnType
 from evidently.legacy.renderers.html_widgets import group_widget, text_widget
 from evidently.presets import DataDriftPreset
 from scipy import stats
@@ -274,12 +278,21 @@ def rows_between(rows: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp) -> 
 
 
 # -- one comparison ----------------------------------------------------------------------
+@dataclass(frozen=True)
+class JudgedWindows:
+    """The lines a comparison judged, kept for its Evidently report (``render_report_html``)."""
+
+    comparison: WindowComparison
+    reference: pd.DataFrame
+    current: pd.DataFrame
+
+
 @dataclass
 class ComparisonOutcome:
-    """The JSON-ready verdict of one comparison and, when it was judged, Evidently's snapshot."""
+    """The JSON-ready verdict of one comparison and, when it was judged, the lines it judged."""
 
     result: dict[str, Any]
-    snapshot: Any | None = None
+    judged: JudgedWindows | None = None
 
     @property
     def status(self) -> str:
@@ -346,8 +359,8 @@ def compare_windows(
         return ComparisonOutcome(result)
 
     columns = list(comparison.columns)
-    snapshot = _run_evidently(reference[columns], current[columns], comparison, config)
-    drifted_count, drifted_share, comparison_drifted, column_verdicts = _read_snapshot(snapshot)
+    judged = JudgedWindows(comparison, reference[columns].reset_index(drop=True), current[columns].reset_index(drop=True))
+    drifted_count, drifted_share, comparison_drifted, column_verdicts = _judge(judged, config)
     # Across a list-price change it cannot compare at one price, a shift is the change's own
     # doing as far as this comparison can tell: recorded, not drift.
     explained = comparison_drifted and price_basis["reference"] == "mixed"
@@ -371,7 +384,7 @@ def compare_windows(
             for column in columns
         },
     )
-    return ComparisonOutcome(result, snapshot)
+    return ComparisonOutcome(result, judged)
 
 
 def _at_the_current_price(reference: pd.DataFrame, price_since: pd.Timestamp | None, bounds: WindowBounds,
@@ -415,8 +428,33 @@ def _insufficiency(
     return None
 
 
-def _run_evidently(reference: pd.DataFrame, current: pd.DataFrame, comparison: WindowComparison, config: DriftConfig):
-    columns = list(comparison.columns)
+def _judge(judged: JudgedWindows, config: DriftConfig) -> tuple[int, float, bool, dict[str, dict[str, Any]]]:
+    """The verdicts Evidently's ``DataDriftPreset`` reaches, by its own stat tests, without
+    building its report: ``Report.run`` spends ~80 % of its time drawing plotly widgets that
+    only the HTML page shows (``render_report_html`` builds them, and checks they agree).
+
+    As the preset does (evidently 0.7.23, pinned): each column is cleaned of infinities and
+    nulls and judged by its registered test at the comparison's threshold; the comparison
+    drifts when the share of drifted columns is not below ``drift_share`` (the preset's
+    ``lt(drift_share)`` test on ``DriftedColumnsCount``). Returns the drifted-columns count,
+    its share, whether the comparison drifted, and each column's p-value, threshold and verdict."""
+    verdicts = {}
+    for column in judged.comparison.columns:
+        test = config.tests[column]
+        kind = ColumnType.Numerical if test in NUMERICAL_TESTS else ColumnType.Categorical
+        reference, current = (frame[column].replace([-np.inf, np.inf], np.nan).dropna()
+                              for frame in (judged.reference, judged.current))
+        outcome = get_stattest(reference, current, kind, test)(reference, current, kind, judged.comparison.threshold)
+        verdicts[column] = {"p_value": float(outcome.drift_score), "threshold": float(outcome.actual_threshold),
+                            "drifted": bool(outcome.drifted)}
+    count = sum(verdict["drifted"] for verdict in verdicts.values())
+    share = count / len(verdicts)
+    return count, share, not share < judged.comparison.drift_share, verdicts
+
+
+def evidently_snapshot(judged: JudgedWindows, config: DriftConfig):
+    """Evidently's report of one judged comparison (its widgets are the HTML page's)."""
+    comparison, columns = judged.comparison, list(judged.comparison.columns)
     definition = DataDefinition(
         numerical_columns=[c for c in columns if config.tests[c] in NUMERICAL_TESTS],
         categorical_columns=[c for c in columns if config.tests[c] in CATEGORICAL_TESTS],
@@ -429,14 +467,15 @@ def _run_evidently(reference: pd.DataFrame, current: pd.DataFrame, comparison: W
     )
     report = Report([preset], include_tests=True)
     return report.run(
-        reference_data=Dataset.from_pandas(reference.reset_index(drop=True), data_definition=definition),
-        current_data=Dataset.from_pandas(current.reset_index(drop=True), data_definition=definition),
+        reference_data=Dataset.from_pandas(judged.reference, data_definition=definition),
+        current_data=Dataset.from_pandas(judged.current, data_definition=definition),
     )
 
 
-def _read_snapshot(snapshot: Any) -> tuple[int, float, bool, dict[str, dict[str, Any]]]:
-    """Evidently's counts and verdicts: the drifted-columns count, its share, whether the
-    share-of-drifted-columns test failed, and each column's p-value, threshold and test status."""
+def read_snapshot(snapshot: Any) -> tuple[int, float, bool, dict[str, dict[str, Any]]]:
+    """A report's counts and verdicts, in the shape of ``_judge``'s: the drifted-columns count,
+    its share, whether the share-of-drifted-columns test failed, and each column's p-value,
+    threshold and test status."""
     content = snapshot.dict()
     failed_metrics = {
         test["metric_config"]["metric_id"]: test["status"] == "FAIL" for test in content["tests"]
@@ -550,10 +589,12 @@ def list_price_events(rows: pd.DataFrame, stockcode: str, config: DriftConfig, c
 # -- the product -------------------------------------------------------------------------
 @dataclass
 class DriftCheck:
-    """The verdict of every comparison for one product, as JSON (``result``) and snapshots."""
+    """The verdict of every comparison for one product, as JSON (``result``), and the lines
+    each judged comparison compared."""
 
     result: dict[str, Any]
-    snapshots: dict[str, Any] = field(default_factory=dict)
+    config: DriftConfig
+    judged: dict[str, JudgedWindows] = field(default_factory=dict)
 
     @property
     def drift_detected(self) -> bool:
@@ -652,8 +693,7 @@ def check_drift(
         },
         "comparisons": {name: outcome.result for name, outcome in outcomes.items()},
     }
-    snapshots = {name: o.snapshot for name, o in outcomes.items() if o.snapshot is not None}
-    return DriftCheck(result, snapshots)
+    return DriftCheck(result, config, {name: o.judged for name, o in outcomes.items() if o.judged is not None})
 
 
 def _signals(config: DriftConfig, outcomes: Mapping[str, ComparisonOutcome]) -> dict[str, str]:
@@ -735,12 +775,22 @@ def render_report_html(check: DriftCheck) -> str:
             f"({current['rows']} rows) vs reference {reference['start'][:10]} to {reference['end'][:10]} "
             f"({reference['rows']} rows) | a column drifts at p < {comparison['threshold']:g}"
         )
-        snapshot = check.snapshots.get(name)
-        if snapshot is None:
+        judged = check.judged.get(name)
+        if judged is None:
             widgets.append(text_widget(title=title, text=f"Not judged: {comparison['reason']}"))
-        else:
-            widgets.append(group_widget(title=title, widgets=[*snapshot._widgets, *snapshot._tests_widgets]))
+            continue
+        snapshot = evidently_snapshot(judged, check.config)
+        _check_the_report_agrees(name, read_snapshot(snapshot), _judge(judged, check.config))
+        widgets.append(group_widget(title=title, widgets=[*snapshot._widgets, *snapshot._tests_widgets]))
     return stable_render_ids(render_widgets(widgets, as_iframe=False))
+
+
+def _check_the_report_agrees(name: str, reported: tuple, judged: tuple) -> None:
+    """The page must show the verdict recorded: a report that disagrees with the stat tests
+    judged without it (another Evidently version) stops the stage rather than publish both."""
+    if json.dumps(reported, sort_keys=True) != json.dumps(judged, sort_keys=True):  # NaN p-values equal too
+        raise RuntimeError(f"drift comparison {name!r}: Evidently's report {reported} disagrees with its stat tests "
+                           f"run without the report {judged}; is evidently still the pinned version?")
 
 
 # Evidently names each widget (a UUID7) and the page's dashboard (``metric_<hex>``) afresh on

@@ -12,6 +12,7 @@ import pytest
 import yaml
 from scipy import stats
 
+from pricing import drift
 from pricing.drift import (
     EVENT_LASTING,
     EVENT_PENDING,
@@ -23,6 +24,8 @@ from pricing.drift import (
     WindowComparison,
     check_drift,
     current_window_end,
+    evidently_snapshot,
+    read_snapshot,
     render_report_html,
     window_bounds,
 )
@@ -237,7 +240,7 @@ def test_steady_sales_do_not_drift(steady):
     result = steady.result
     assert result["status"] == STATUS_OK and result["drift_detected"] is False
     assert result["n_drifted_columns"] == 0 and result["share_drifted_columns"] == 0.0
-    assert set(steady.snapshots) == {"weekly", "monthly", "training"}
+    assert set(steady.judged) == {"weekly", "monthly", "training"}
     assert result["signals"] == {"sudden_break": STATUS_OK, "stale_training_window": STATUS_OK}
     assert result["reasons"] == []
 
@@ -279,6 +282,31 @@ def test_p_values_are_evidentlys_and_match_the_textbook_tests(sales, steady):
     expected = stats.ks_2samp(reference["quantity"], current["quantity"])
     assert weekly["quantity"]["p_value"] == pytest.approx(expected.pvalue)
     assert weekly["quantity"]["statistic"] == pytest.approx(expected.statistic)
+
+
+def test_the_verdicts_are_those_of_evidentlys_report(sales, steady, config):
+    """The verdicts come from Evidently's stat tests without its report (whose plotly widgets
+    only the page needs): on quiet and drifted comparisons they equal what the report says."""
+    raised = sales.assign(unit_price=sales["unit_price"].where(~in_last_weeks(sales, 1), sales["unit_price"] * 1.3))
+    registered_only = sales.loc[~(in_last_weeks(sales, 4) & (sales["is_registered"] == 0))]
+    checks = [steady, run_check(raised, config), run_check(registered_only, config)]
+    compared = [(check.result["comparisons"][name], judged) for check in checks for name, judged in check.judged.items()]
+    assert {comparison["status"] for comparison, _ in compared} == {STATUS_OK, STATUS_DRIFT}
+    for comparison, judged in compared:
+        count, share, drifted, columns = read_snapshot(evidently_snapshot(judged, config))
+        assert (count, share) == (comparison["n_drifted_columns"], comparison["share_drifted_columns"])
+        assert drifted == (comparison["status"] == STATUS_DRIFT)
+        assert {c: (v["p_value"], v["drifted"]) for c, v in columns.items()} == {
+            c: (v["p_value"], v["drifted"]) for c, v in comparison["columns"].items()}
+
+
+def test_a_page_that_would_disagree_with_the_verdict_is_refused(sales, config, monkeypatch):
+    raised = sales.assign(unit_price=sales["unit_price"].where(~in_last_weeks(sales, 1), sales["unit_price"] * 1.3))
+    check = run_check(raised, config)
+    # As if another Evidently version's report read the same lines differently.
+    monkeypatch.setattr(drift, "read_snapshot", lambda snapshot: (0, 0.0, False, {}))
+    with pytest.raises(RuntimeError, match="disagrees with its stat tests"):
+        render_report_html(check)
 
 
 def test_a_price_rise_in_the_current_week_is_drift(sales, config):
@@ -399,7 +427,8 @@ def test_the_report_is_one_page_with_every_comparison(sales, config):
     assert "monthly: ok" in page
     # Evidently's own widgets for the judged comparison, and its ~4 MB JavaScript bundle once.
     assert "is_registered" in page
-    assert len(page) < 1.2 * len(check.snapshots["monthly"].get_html_str(as_iframe=False))
+    one_report = evidently_snapshot(check.judged["monthly"], config).get_html_str(as_iframe=False)
+    assert len(page) < 1.2 * len(one_report)
 
 
 def test_the_same_verdict_renders_the_same_page(sales, config):
