@@ -35,6 +35,14 @@ DEFAULT_PORT = 4200
 DEFAULT_POOL = "pricelineage-process"
 DEFAULT_STATE_DIR = Path(".prefect-stack")
 STATE_FILE = "stack.json"
+# Prefect's defaults suit a busy shared server: a product run refused a slot of its deployment's
+# concurrency limit is re-offered 30 s later, and the worker polls every 10 s, so on one machine
+# a backfill idles up to ~40 s between products. The stack polls every 5 s and re-offers a
+# refused run after 5 s; the environment that starts the stack can set either.
+PROMPT_START = {
+    "PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS": "5",
+    "PREFECT_WORKER_QUERY_SECONDS": "5",
+}
 
 
 @dataclass
@@ -186,7 +194,7 @@ def start(
                          "(`make stack PORT=<port>`, or --port)")
     home = (home or state_dir / "home").resolve()
     api_url = f"http://127.0.0.1:{port}/api"
-    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env = {**PROMPT_START, **{k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}}
     env.update(_settings(home))
     env.update(extra_env or {})
     log = state_dir / "server.log"

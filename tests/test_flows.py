@@ -313,10 +313,13 @@ def test_validation_error_fails_at_once_and_commits_nothing(prefect_api, tmp_pat
 
 
 @pytest.mark.slow
-def test_real_pipeline_approves_85123A_and_reproduces_its_bytes(prefect_api, tmp_path, monkeypatch, capsys,
-                                                               shared_dvc_cache):
+def test_real_pipeline_approves_85123A_reproduces_its_bytes_and_a_gate_that_cannot_tell_rejects_nothing(
+        prefect_api, tmp_path, monkeypatch, capsys, shared_dvc_cache):
     """The README's main command on a copy of this project and the real data, tiny budget;
-    then the approved lineage checked out and re-run from its record gives the same model."""
+    then the approved lineage checked out and re-run from its record gives the same model.
+    Last, the real risk stage with a real param no real test split can meet (10,000 lines per
+    group): fairness cannot be told (nor pooled: no peer in the store), so the decision is
+    insufficient_data — not a rejection — never served, and the record carries the reason."""
     from bench.project_copy import make_project_copy, remote_dir
 
     from flows import lineage_cli
@@ -330,7 +333,8 @@ def test_real_pipeline_approves_85123A_and_reproduces_its_bytes(prefect_api, tmp
     # A tiny budget makes a poor model, which the risk gate rightly rejects (seen: test RMSLE
     # 1.51 vs the price-median baseline's 0.67); relax the gate here to test the approval path:
     # a relaxed gate makes a candidate, which the real `lineage_cli approve` signs off.
-    tiny = os.environ.get("PRICELINEAGE_TINY_BUDGET", "tune.n_trials=2,tune.num_epochs=3").split(",") + [
+    budget = os.environ.get("PRICELINEAGE_TINY_BUDGET", "tune.n_trials=2,tune.num_epochs=3").split(",")
+    tiny = budget + [
         "risk.require_beat_baseline=false", "risk.mae_diff_threshold=100", "risk.mean_outcome_difference_threshold=100",
     ]
     state, summary = run_flow(root, stockcodes=[SC], overrides=tiny)
@@ -350,6 +354,24 @@ def test_real_pipeline_approves_85123A_and_reproduces_its_bytes(prefect_api, tmp
     capsys.readouterr()
     assert lineage_cli.main(["--root", str(root), "reproduce", SC]) == 0, capsys.readouterr().out
     assert "IDENTICAL bytes" in capsys.readouterr().out
+
+    # The same training (its stages are not run again), judged by a gate that cannot tell.
+    cannot_tell = budget + ["risk.require_beat_baseline=false", "risk.min_group_count=10000"]
+    state, summary = run_flow(root, stockcodes=[SC], overrides=cannot_tell)
+    assert state.is_completed(), state.message
+    outcome = only(summary)
+    assert outcome["status"] == registry.INSUFFICIENT_DATA, outcome["message"]
+    record = registry_store.latest(tmp_path / "registry", SC)
+    tune = stage_id("tune_primary_model", SC)
+    assert record.lineage["stages"][tune]["outs"] == served.lineage["stages"][tune]["outs"]  # the same model
+    risk = record.metrics["risk"]  # an overridden run lands nothing in the checkout: the record has it
+    assert risk["verdict"] == "not_assessable" and risk["passed"] is False
+    assert risk["counts"]["min_group_count"] == 10000
+    assert record.decision == registry.INSUFFICIENT_DATA
+    assert record.reasons[0].startswith("fairness cannot be told"), record.reasons
+    assert "fewer than min_group_count=10000" in record.reasons[0]
+    assert "fewer than min_pool_products=5" in record.reasons[0]
+    assert registry_store.approved_model(SC, tmp_path / "registry") == served  # what was served stays
 
 
 @pytest.mark.slow
@@ -547,37 +569,6 @@ def test_two_make_run_style_runs_at_once_in_one_checkout_keep_their_own_override
         tune = record.lineage["stages"][stage_id("tune_primary_model", SC)]
         assert tune["params"]["params.yaml"]["tune"]["n_trials"] == trials
     assert (root / "params.yaml").read_bytes() == params
-
-
-@pytest.mark.slow
-def test_a_real_risk_gate_that_cannot_tell_is_no_rejection_and_the_record_says_why(prefect_api, tmp_path, monkeypatch,
-                                                                                   shared_dvc_cache):
-    """The real risk stage, with a real param no real test split can meet: 10,000 lines per
-    group. Fairness cannot be told (nor pooled: no peer in the store), so the decision is
-    insufficient_data — not a rejection — never served, and the record carries the reason."""
-    from bench.project_copy import make_project_copy
-
-    monkeypatch.setenv("PRICELINEAGE_REGISTRY", str(tmp_path / "registry"))
-    monkeypatch.setenv("PRICELINEAGE_WORKSPACES", str(tmp_path / "workspaces"))
-    root = make_project_copy(tmp_path / "project", {"stockcodes": [SC]}, dvc_cache=shared_dvc_cache)
-    tiny = os.environ.get("PRICELINEAGE_TINY_BUDGET", "tune.n_trials=2,tune.num_epochs=3").split(",") + [
-        # The tiny budget's net loses to the naive baseline: take that check out, so the
-        # fairness gate alone decides.
-        "risk.require_beat_baseline=false", "risk.min_group_count=10000",
-    ]
-    state, summary = run_flow(root, stockcodes=[SC], overrides=tiny)
-    assert state.is_completed(), state.message
-    outcome = only(summary)
-    assert outcome["status"] == registry.INSUFFICIENT_DATA, outcome["message"]
-    record = registry_store.latest(tmp_path / "registry", SC)
-    risk = record.metrics["risk"]  # an overridden run lands nothing in the checkout: the record has it
-    assert risk["verdict"] == "not_assessable" and risk["passed"] is False
-    assert risk["counts"]["min_group_count"] == 10000
-    assert record.decision == registry.INSUFFICIENT_DATA
-    assert record.reasons[0].startswith("fairness cannot be told"), record.reasons
-    assert "fewer than min_group_count=10000" in record.reasons[0]
-    assert "fewer than min_pool_products=5" in record.reasons[0]
-    assert registry_store.approved_model(SC, tmp_path / "registry") is None
 
 
 def test_a_product_whose_push_fails_fails_alone(prefect_api, tmp_path):

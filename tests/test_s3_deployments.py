@@ -24,9 +24,10 @@ from tests.test_prefect_postgres import query_postgres
 
 pytestmark = pytest.mark.slow
 TINY = ["tune.n_trials=2", "tune.num_epochs=3", "inference.shap_max_rows=50", "inference.shap_background_size=20"]
-# One trained product and two too small to train (~40 lines each) per backfill: six decisions
-# written by product runs of two backfills side by side.
-BACKFILLS = (["22423", "22042", "46775D"], ["20725", "84926E", "84251C"])
+# One trained product (through S3: the DVC push, the Prefect results) and five too small to
+# train (30-40 lines each): six decisions written by product runs of two backfills side by side.
+BACKFILLS = (["22423", "22042", "46775D"], ["84926E", "84251C", "21815"])
+TRAINED = "22423"
 PREFIX = "prod"
 
 
@@ -78,8 +79,9 @@ def test_deploy_on_postgres_and_two_backfills_into_the_s3_registry_at_once(tmp_p
                 (decision,) = registry_store.history(store, code)  # one each: none lost, none doubled
                 assert set(decision.lineage["stages"]) <= set(lineage_stages(code)), code
                 assert decision.run.get("flow_run_id"), code
-            small = [registry_store.latest(store, code).decision for code in codes if code not in ("22423", "20725")]
-            assert small == [registry.INSUFFICIENT_DATA] * 4
+            small = [registry_store.latest(store, code).decision for code in codes if code != TRAINED]
+            assert small == [registry.INSUFFICIENT_DATA] * 5
+            assert set(registry_store.latest(store, TRAINED).lineage["stages"]) == set(lineage_stages(TRAINED))
             listed = s3.client().list_objects_v2(Bucket=s3.bucket, Prefix=f"{PREFIX}/prefect-results/")
             assert listed["KeyCount"] >= 1, "no Prefect result in the bucket"
 
