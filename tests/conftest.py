@@ -5,6 +5,11 @@ import os
 # in a new PREFECT_HOME take 15-18 s alone) can need more. A slow start is not a failure.
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+# The tests choose their own stores: a shell that exported the user's registry, workspaces or
+# storage (as `make run` in a clean clone is often given) must not point them at its own.
+TEST_KNOBS = {"PRICELINEAGE_TINY_BUDGET"}
+for name in [name for name in os.environ if name.startswith("PRICELINEAGE_") and name not in TEST_KNOBS]:
+    del os.environ[name]
 
 
 
