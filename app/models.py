@@ -31,9 +31,9 @@ from pricing.features import LIST_PRICE, list_price_features
 from pricing.layout import SPLITS, Layout
 from pricing.portable import PortableModel
 from pricing.price_response import WeeklyDemand, weekly_demand
-from pricing.registry import Record, decisions, output_md5, serving
+from pricing.registry import Record, output_md5
 from stores.dvc_remote import ArtifactError, Remote
-from stores.registry_store import RegistryStore
+from stores.registry_store import Head, RegistryStore, ServedReader
 
 log = logging.getLogger(__name__)
 LAYOUT = Layout()  # paths relative to a project root: as dvc.lock records them
@@ -288,18 +288,6 @@ def load_model(record: Record, remote: Remote) -> ServedModel:
     return served
 
 
-def check_filed_under(stockcode: str, history: list[Record]) -> None:
-    """Every record kept under ``stockcode``'s folder is about ``stockcode``: a record copied
-    under another product's folder must not be served as that product's model."""
-    strangers = [record for record in history if record.stockcode != stockcode]
-    if strangers:
-        stranger = strangers[-1]
-        raise DataValidationError(
-            f"{len(strangers)} record(s) kept under {stockcode} are about another stockcode: the "
-            f"{stranger.decision} model {stranger.model_version} of {stranger.stockcode!r} ({stranger.decided_at}); "
-            f"refused until removed")
-
-
 @dataclass(frozen=True)
 class Unserved:
     """A stockcode with decisions but nothing servable: its latest decision, and why."""
@@ -325,6 +313,7 @@ class ModelCatalogue:
 
     def __init__(self, store: RegistryStore, remote: Remote, reload_seconds: float) -> None:
         self.store, self.remote, self.reload_seconds = store, remote, reload_seconds
+        self.reader = ServedReader(store)
         self.models: dict[str, ServedModel] = {}
         self.failures: dict[str, Failure] = {}
         self.unserved: dict[str, Unserved] = {}  # stockcodes with decisions but nothing servable
@@ -342,17 +331,17 @@ class ModelCatalogue:
             return False
         try:
             try:
-                codes = self.store.stockcodes()
+                heads = self.reader.read()
             except Exception as error:  # the store unreachable: keep every model, say why
                 self.store_error = f"registry store {self.store.location}: {type(error).__name__}: {error}"
                 log.error("%s", self.store_error)
             else:
                 self.store_error = None
-                self.store_empty = not codes
-                for gone in sorted(self.known() - set(codes)):
+                self.store_empty = not heads
+                for gone in sorted(self.known() - set(heads)):
                     self._withdraw(gone)
-                for stockcode in codes:
-                    self._refresh_one(stockcode)
+                for stockcode, head in heads.items():
+                    self._refresh_one(stockcode, head)
             return True
         finally:
             # Even if the loop raised: a fault must not turn every request into a new refresh.
@@ -372,25 +361,25 @@ class ModelCatalogue:
         for known in (self.models, self.failures, self.unserved, self.why_served):
             known.pop(stockcode, None)
 
-    def _refresh_one(self, stockcode: str) -> None:
-        try:
-            items = [entry.item for entry in self.store.entries(stockcode)]
-            history = decisions(items)
-            if not history:
-                self._withdraw(stockcode)
-                return
-            check_filed_under(stockcode, history)
-            chosen = serving(stockcode, items)
-        except Exception as error:  # noqa: BLE001 - one product's records never stop the others
-            self._fail(stockcode, None, f"registry: {type(error).__name__}: {error}", error)
+    def _refresh_one(self, stockcode: str, head: Head | Exception) -> None:
+        """Serve what ``head`` (``stores.registry_store.ServedReader``: ``serving`` over the
+        stockcode's objects) says, or say why not."""
+        if isinstance(head, Head) and head.refused:
+            head = DataValidationError(head.refused)
+        if isinstance(head, Exception):  # one product's records never stop the others
+            self._fail(stockcode, None, f"registry: {type(head).__name__}: {head}", head)
             return
+        if head.latest_decision is None:
+            self._withdraw(stockcode)
+            return
+        chosen = head.serving
         served = self.models.get(stockcode)
         if chosen.record is None:  # nothing servable: a model served until now is withdrawn
             if served is not None:
                 log.warning("%s: model %s withdrawn: %s", stockcode, served.version, chosen.why)
             for known in (self.models, self.failures, self.why_served):
                 known.pop(stockcode, None)
-            self.unserved[stockcode] = Unserved(history[-1].decision, chosen.why)
+            self.unserved[stockcode] = Unserved(head.latest_decision, chosen.why)
             return
         self.unserved.pop(stockcode, None)
         if served is not None and served.record == chosen.record:
