@@ -314,6 +314,11 @@ class ModelCatalogue:
     def __init__(self, store: RegistryStore, remote: Remote, reload_seconds: float) -> None:
         self.store, self.remote, self.reload_seconds = store, remote, reload_seconds
         self.reader = ServedReader(store)
+        # stockcode -> the head last acted on with nothing left to do (served, or nothing
+        # servable): the reader hands the same object back while it is unchanged, and such a
+        # stockcode costs nothing at a reload. A failed load is not settled: tried again.
+        self._settled: dict[str, Head] = {}
+        self._last_heads: dict[str, Head | Exception] | None = None
         self.models: dict[str, ServedModel] = {}
         self.failures: dict[str, Failure] = {}
         self.unserved: dict[str, Unserved] = {}  # stockcodes with decisions but nothing servable
@@ -340,7 +345,10 @@ class ModelCatalogue:
                 self.store_empty = not heads
                 for gone in sorted(self.known() - set(heads)):
                     self._withdraw(gone)
-                for stockcode, head in heads.items():
+                # The reader's own dict again: nothing changed, only failed loads are tried again.
+                changed = heads if heads is not self._last_heads else {sc: heads[sc] for sc in self.failures}
+                self._last_heads = heads
+                for stockcode, head in changed.items():
                     self._refresh_one(stockcode, head)
             return True
         finally:
@@ -358,12 +366,15 @@ class ModelCatalogue:
         if stockcode in self.models:
             log.warning("%s: no decision left in the registry store: model %s withdrawn", stockcode,
                         self.models[stockcode].version)
-        for known in (self.models, self.failures, self.unserved, self.why_served):
+        for known in (self.models, self.failures, self.unserved, self.why_served, self._settled):
             known.pop(stockcode, None)
 
     def _refresh_one(self, stockcode: str, head: Head | Exception) -> None:
         """Serve what ``head`` (``stores.registry_store.ServedReader``: ``serving`` over the
         stockcode's objects) says, or say why not."""
+        if self._settled.get(stockcode) is head:
+            return
+        self._settled.pop(stockcode, None)
         if isinstance(head, Head) and head.refused:
             head = DataValidationError(head.refused)
         if isinstance(head, Exception):  # one product's records never stop the others
@@ -380,16 +391,15 @@ class ModelCatalogue:
             for known in (self.models, self.failures, self.why_served):
                 known.pop(stockcode, None)
             self.unserved[stockcode] = Unserved(head.latest_decision, chosen.why)
+            self._settled[stockcode] = head
             return
         self.unserved.pop(stockcode, None)
-        if served is not None and served.record == chosen.record:
-            self.failures.pop(stockcode, None)
-            self.why_served[stockcode] = chosen.why
-            return
         try:
-            self.models[stockcode] = load_model(chosen.record, self.remote)
+            if served is None or served.record != chosen.record:
+                self.models[stockcode] = load_model(chosen.record, self.remote)
             self.failures.pop(stockcode, None)
             self.why_served[stockcode] = chosen.why
+            self._settled[stockcode] = head
         except Exception as error:  # noqa: BLE001 - load_model raises LoadError; anything else is a bug, still this product's
             if served is not None and served.version in chosen.revoked:  # never kept: revoked
                 del self.models[stockcode]

@@ -265,6 +265,17 @@ class RegistryStore:
         names = (str(item["name"]).rstrip("/").rsplit("/", 1)[-1] for item in listed if item.get("type") == "directory")
         return sorted(name for name in names if not name.startswith(RESERVED_PREFIX))
 
+    def folder_tag(self, stockcode: str) -> Any:
+        """Changes when an object is added to or removed from the stockcode's folder: its mtime
+        (None on an object store, or where there is no folder)."""
+        if not self.is_local:
+            return None
+        try:
+            with _reaching(self, f"look at {stockcode}"):
+                return self.fs.info(self._folder(stockcode))["mtime"]
+        except FileNotFoundError:
+            return None
+
     @property
     def index(self) -> HeadIndex:
         return HeadIndex(self)
@@ -344,7 +355,10 @@ def govern(store: StoreLike, stockcode: str, action: str, version: str | None, b
 # a head is used only where the index names it by its digest and no writer's mark is pending,
 # and readers audit a few heads against their folders at every read (``ServedReader``).
 HEADS = "_heads"  # <base>/_heads/<stockcode>.json
-INDEX = "_index.json"  # <base>/_index.json: stockcode -> its head's sequence and digest; pending marks
+# <base>/_index/index.json: stockcode -> its head's sequence and digest; pending marks. In a folder
+# of its own: rewriting it leaves the store folder's mtime, the sign of a stockcode added or
+# removed, alone.
+INDEX = "_index/index.json"
 RESERVED_PREFIX = "_"  # no stockcode starts with it (``check_stockcode``): never listed as one
 HEAD_FORMAT = 1
 # A pending mark this much older than a listing is a writer's that died: its object, if it wrote
@@ -352,7 +366,10 @@ HEAD_FORMAT = 1
 PENDING_EXPIRY_SECONDS = 600.0
 # Heads checked against their folder's listing per read: a change made behind the writers' back
 # (an object copied in by hand, by code older than heads) is seen within stockcodes / this reads.
-AUDITED_PER_READ = 4
+AUDITED_PER_READ = 2
+# A folder's mtime has the clock's granularity: one this recent may yet be shared by an object
+# written after the listing it was taken with, so it does not spare the next audit a listing.
+MTIME_SETTLE_SECONDS = 2.0
 
 
 def digest_of(data: bytes) -> str:
@@ -428,7 +445,7 @@ def _highest_sequence(names: list[str]) -> int:
 
 
 class HeadIndex:
-    """``<base>/_index.json``: every stockcode's head (its sequence and digest) and the marks of
+    """``<base>/_index/index.json``: every stockcode's head (its sequence and digest) and the marks of
     writers between their object and its head. Rewritten under a lock in a folder, by a PUT
     with ``If-Match`` on the ETag read on S3 (SeaweedFS honours it: tests/test_registry_heads.py),
     so no writer's change is lost to another's."""
@@ -488,8 +505,9 @@ class HeadIndex:
         return json.dumps(index, sort_keys=True).encode()
 
     def _update_in_folder(self, change) -> bool:
-        self.store.fs.makedirs(self.store.base, exist_ok=True)
-        with open(f"{self.store.base.rstrip('/')}/_index.lock", "a") as lock:
+        folder = self.path.rsplit("/", 1)[0]
+        self.store.fs.makedirs(folder, exist_ok=True)
+        with open(f"{folder}/lock", "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
                 with open(self.path, "rb") as handle:
@@ -599,13 +617,14 @@ def rebuild_heads(store: StoreLike) -> dict[str, Head]:
 class ServedReader:
     """What is served for every stockcode, read from the heads the index names: when nothing
     changed, a read looks at the index's tag (and, in a folder, the store folder's mtime) and
-    lists ``AUDITED_PER_READ`` folders, whatever the number of stockcodes and decisions; a
+    audits ``AUDITED_PER_READ`` folders, whatever the number of stockcodes and decisions; a
     changed head costs one read.
 
     A head is not trusted where the index does not name it by its digest (missing, corrupt,
     overwritten by a racing writer), where a writer's mark is pending (it died between its
     object and its head, or is still at work), or where its folder lists other objects than
-    it was built from (the audit, a few stockcodes per read, in turn): there what is served is
+    it was built from (the audit, a few stockcodes per read, in turn; in a folder, a listing
+    only where the folder's mtime moved): there what is served is
     worked out from the objects, as ``serving`` does, and kept until the folder changes."""
 
     def __init__(self, store: RegistryStore) -> None:
@@ -618,38 +637,52 @@ class ServedReader:
         self._base_tag: Any = None
         self._gone: dict[str, str | None] = {}  # folders not listed, by the digest the index had for them
         self._audit_at = 0
+        self._last: dict[str, Head | Exception] | None = None
+        self._folder_tags: dict[str, Any] = {}  # stockcode -> its folder's mtime when last listed
 
     def read(self) -> dict[str, Head | Exception]:
         """Every stockcode's head, or why it could not be told (a product's own failure). Raises
-        when the store itself cannot be read."""
-        self._refresh_index()
+        when the store itself cannot be read. With nothing changed since the last read, the
+        very dict that read returned: callers can tell so without looking inside."""
+        index_changed = self._refresh_index()
         heads = self._index["heads"] if self._index else {}
         pending = self._index["pending"] if self._index else {}
         base_tag = self.store.base_tag()
-        if not self._read_once or self._audit_at == 0 or base_tag != self._base_tag:
+        listing = not self._read_once or self._audit_at == 0 or base_tag != self._base_tag
+        if listing:
             self._list(heads, pending, base_tag)
         self._read_once = True
         codes = sorted(sc for sc in self._listed | set(heads) | set(pending)
                        if sc not in self._gone or self._gone[sc] != (heads.get(sc) or {}).get("head"))
         audited = self._audit(codes)
+        quiet = self._last is not None and not (index_changed or listing or pending) and not any(
+            isinstance(head, Exception) for head in self._last.values())
+        if quiet and all(self._head(sc, heads.get(sc), False, True) is self._last.get(sc) for sc in audited):
+            return self._last
         found: dict[str, Head | Exception] = {}
         for stockcode in codes:
             try:
                 found[stockcode] = self._head(stockcode, heads.get(stockcode), stockcode in pending,
-                                              stockcode in audited)
+                                              stockcode in audited and not quiet)
             except Exception as error:  # noqa: BLE001 - one product's objects never stop the others
                 found[stockcode] = error
         for stale in set(self._heads) - set(codes):
             del self._heads[stale]
+        for stale in set(self._folder_tags) - set(codes):
+            del self._folder_tags[stale]
+        self._last = found
         return found
 
-    def _refresh_index(self) -> None:
+    def _refresh_index(self) -> bool:
+        """Read the index again if its tag changed; whether it did."""
         tag = self.store.index.tag()
-        if tag != self._index_tag or not self._read_once:
-            self._index_tag, self._index = self.store.index.read()
-            if self._index is None and not self._read_once:
-                log.warning("registry store %s has no readable index: every stockcode is checked against its "
-                            "folder (run `python -m flows.lineage_cli rebuild-heads`)", self.store.location)
+        if tag == self._index_tag and self._read_once:
+            return False
+        self._index_tag, self._index = self.store.index.read()
+        if self._index is None and not self._read_once:
+            log.warning("registry store %s has no readable index: every stockcode is checked against its "
+                        "folder (run `python -m flows.lineage_cli rebuild-heads`)", self.store.location)
+        return True
 
     def _list(self, heads: dict[str, Any], pending: dict[str, Any], base_tag: Any) -> None:
         """The stockcode folders, listed after the index was read: a folder the index names is
@@ -684,8 +717,19 @@ class ServedReader:
             cached = (digest, head)
             self._heads[stockcode] = cached
         if audited:
-            return self._from_objects(stockcode, digest, cached)
+            return self._audited(stockcode, digest, cached)
         return cached[1]
+
+    def _audited(self, stockcode: str, digest: str, cached: tuple[str | None, Head]) -> Head:
+        """The head checked against the folder: listed, unless its mtime says nothing was added
+        or removed since it was last listed (a folder store)."""
+        tag = self.store.folder_tag(stockcode)
+        if tag is not None and self._folder_tags.get(stockcode) == tag:
+            return cached[1]
+        head = self._from_objects(stockcode, digest, cached)
+        settled = tag is not None and time.time() - tag > MTIME_SETTLE_SECONDS
+        self._folder_tags[stockcode] = tag if settled else None
+        return head
 
     def _from_objects(self, stockcode: str, digest: str | None, cached: tuple[str | None, Head] | None) -> Head:
         """The head the objects make, listed now: the one known if it covers them, else built."""
