@@ -309,7 +309,10 @@ class Failure:
 
 
 class ModelCatalogue:
-    """The served model per stockcode, refreshed from the registry store."""
+    """The served model per stockcode, refreshed from the registry store: what is served is
+    read through its heads (``stores.registry_store.ServedReader``), so a refresh with nothing
+    changed costs a few requests whatever the number of products and decisions, and only a
+    stockcode whose head changed (or whose model failed to load) is looked at again."""
 
     def __init__(self, store: RegistryStore, remote: Remote, reload_seconds: float) -> None:
         self.store, self.remote, self.reload_seconds = store, remote, reload_seconds
@@ -342,11 +345,13 @@ class ModelCatalogue:
                 log.error("%s", self.store_error)
             else:
                 self.store_error = None
-                self.store_empty = not heads
-                for gone in sorted(self.known() - set(heads)):
-                    self._withdraw(gone)
-                # The reader's own dict again: nothing changed, only failed loads are tried again.
-                changed = heads if heads is not self._last_heads else {sc: heads[sc] for sc in self.failures}
+                if heads is self._last_heads:  # the reader's own dict again: nothing changed
+                    changed = {sc: heads[sc] for sc in self.failures}  # failed loads are tried again
+                else:
+                    self.store_empty = not heads
+                    for gone in sorted(self.known() - set(heads)):
+                        self._withdraw(gone)
+                    changed = heads
                 self._last_heads = heads
                 for stockcode, head in changed.items():
                     self._refresh_one(stockcode, head)

@@ -8,6 +8,11 @@ create of the stockcode's next sequence number (a hard link in a folder, a PUT w
 the next. Whatever the storage underneath raises (botocore's errors are not ``OSError``) comes
 out as :class:`RegistryStoreError` naming the store and what it was doing.
 
+Beside the history, a cache of it: each stockcode's head (what ``serving`` makes of its objects)
+and an index naming every head by its digest, rewritten by each ``put``; :class:`ServedReader`
+reads what is served for every stockcode through them, never trusting a head the objects could
+contradict (see the section on heads below). ``rebuild_heads`` builds them all again.
+
     from stores.registry_store import RegistryStore, approved_model
     record = approved_model("85123A", RegistryStore(settings.registry))   # the model to serve, or None
 """
@@ -123,12 +128,23 @@ class RegistryStore:
         for _ in range(MAX_CREATE_ATTEMPTS):
             name = sequenced_name(number)
             with _reaching(self, f"write {stockcode}/{name}"):
-                if self._create(folder, name, payload):
-                    self.refresh_head(stockcode, finished=token)
-                    return f"{stockcode}/{name}"
+                created = self._create(folder, name, payload)
+            if created:
+                self._refresh_head_after(stockcode, token)
+                return f"{stockcode}/{name}"
             number += 1  # another writer has that number: the next one
         raise RegistryStoreError(f"registry store {self.location}: no free sequence number for {stockcode} "
                                  f"after {MAX_CREATE_ATTEMPTS} attempts")
+
+    def _refresh_head_after(self, stockcode: str, token: str) -> None:
+        """The object is written, whatever happens to its head: failing the put now would have
+        its caller write the decision twice. The pending mark stays, and readers read the objects."""
+        try:
+            self.refresh_head(stockcode, finished=token)
+        except Exception as error:  # noqa: BLE001 - the head is a cache; the object is the record
+            log.warning("registry store %s: %s is written but its head is not (%s: %s): readers use its objects "
+                        "until a later write or `python -m flows.lineage_cli rebuild-heads`", self.location,
+                        stockcode, type(error).__name__, error)
 
     def refresh_head(self, stockcode: str, finished: str | None = None) -> Head:
         """Rebuild ``stockcode``'s head from its objects, write it, and name it in the index (with
@@ -638,6 +654,8 @@ class ServedReader:
         self._gone: dict[str, str | None] = {}  # folders not listed, by the digest the index had for them
         self._audit_at = 0
         self._last: dict[str, Head | Exception] | None = None
+        self._codes: list[str] | None = None  # the stockcodes of the last index and listing
+        self._troubled = False  # the last answer holds a stockcode that could not be told: read it again
         self._folder_tags: dict[str, Any] = {}  # stockcode -> its folder's mtime when last listed
 
     def read(self) -> dict[str, Head | Exception]:
@@ -652,11 +670,12 @@ class ServedReader:
         if listing:
             self._list(heads, pending, base_tag)
         self._read_once = True
-        codes = sorted(sc for sc in self._listed | set(heads) | set(pending)
-                       if sc not in self._gone or self._gone[sc] != (heads.get(sc) or {}).get("head"))
+        if index_changed or listing or self._codes is None:
+            self._codes = sorted(sc for sc in self._listed | set(heads) | set(pending)
+                                 if sc not in self._gone or self._gone[sc] != (heads.get(sc) or {}).get("head"))
+        codes = self._codes
         audited = self._audit(codes)
-        quiet = self._last is not None and not (index_changed or listing or pending) and not any(
-            isinstance(head, Exception) for head in self._last.values())
+        quiet = self._last is not None and not (index_changed or listing or pending or self._troubled)
         if quiet and all(self._head(sc, heads.get(sc), False, True) is self._last.get(sc) for sc in audited):
             return self._last
         found: dict[str, Head | Exception] = {}
@@ -671,6 +690,7 @@ class ServedReader:
         for stale in set(self._folder_tags) - set(codes):
             del self._folder_tags[stale]
         self._last = found
+        self._troubled = any(isinstance(head, Exception) for head in found.values())
         return found
 
     def _refresh_index(self) -> bool:

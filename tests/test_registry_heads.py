@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from collections import Counter
 
 import pytest
@@ -161,6 +162,19 @@ def test_an_object_copied_in_behind_the_writers_back_is_found_by_the_audit(tmp_p
     reads = [served_by(reader)["P0005"] for _ in range(math.ceil(products / AUDITED_PER_READ))]
     assert reads[-1] == truth(store, "P0005") and truth(store, "P0005").record is None
     assert all(later == truth(store, "P0005") for later in reads[reads.index(truth(store, "P0005")):])
+
+
+def test_a_head_that_cannot_be_written_fails_no_put(tmp_path, caplog):
+    store = RegistryStore(tmp_path)
+    fill(store, products=1, decisions=2)
+    reader = ServedReader(store)
+    reader.read()
+    shutil.rmtree(tmp_path / "_heads")
+    (tmp_path / "_heads").write_text("a file where the heads should be")
+    assert store.put(decision(stockcode="P0000", md5="b" * 16)) == "P0000/0000000005.json"
+    assert "P0000 is written but its head is not" in caplog.text
+    assert "P0000" in index_of(store)["pending"]  # readers go by the objects
+    assert_reader_tells_the_truth(store, reader)
 
 
 def test_racing_writers_leave_a_head_that_covers_every_object(tmp_path):
