@@ -640,8 +640,9 @@ class ServedReader:
     overwritten by a racing writer), where a writer's mark is pending (it died between its
     object and its head, or is still at work), or where its folder lists other objects than
     it was built from (the audit, a few stockcodes per read, in turn; in a folder, a listing
-    only where the folder's mtime moved): there what is served is
-    worked out from the objects, as ``serving`` does, and kept until the folder changes."""
+    only where the folder's mtime moved): there what is served is worked out from the
+    objects, as ``serving`` does, and kept until the folder changes. The reader writes nothing
+    (the API may hold read-only keys): a writer or ``rebuild_heads`` repairs the heads."""
 
     def __init__(self, store: RegistryStore) -> None:
         self.store = store

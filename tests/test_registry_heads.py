@@ -280,3 +280,38 @@ def test_heads_on_a_real_s3_server(monkeypatch):
         data = client.get_object(Bucket=server.bucket, Key=key)["Body"].read()
         assert Head.from_bytes(data).serving == truth(large, "P0001")
         assert_reader_tells_the_truth(large, ServedReader(large))
+
+
+def test_the_apis_refresh_with_nothing_changed_reads_no_object_whatever_the_catalogue(tmp_path, monkeypatch):
+    """The price API's own refresh (``ModelCatalogue``) over a store of served models (hand-made,
+    loaded from a real DVC remote folder) and products with nothing servable: a refresh with
+    nothing changed reads no object and makes no more calls with 20 products than with 2; an act
+    is served at the next refresh, after reading one head."""
+    from app.models import ModelCatalogue
+    from stores.dvc_remote import Remote
+    from tests.api_models import publish
+
+    monkeypatch.setattr(registry_store, "MTIME_SETTLE_SECONDS", 0.0)
+    calls = {}
+    for others in (2, 20):
+        store_path, remote = tmp_path / f"store-{others}", tmp_path / f"remote-{others}"
+        older = publish(store_path, remote, "85123A", slope=0.2)
+        newer = publish(store_path, remote, "85123A", slope=0.4)
+        store = RegistryStore(store_path)
+        for n in range(others):
+            store.put(decision(stockcode=f"R{n:03d}", md5=f"{n:04d}".ljust(16, "0"), decision=registry.REJECTED))
+        catalogue = ModelCatalogue(store, Remote(str(remote)), reload_seconds=0)
+        for _ in range(math.ceil((others + 1) / AUDITED_PER_READ) + 1):
+            catalogue.refresh()
+        assert {sc: m.version for sc, m in catalogue.models.items()} == {"85123A": newer.model_version}
+        assert len(catalogue.unserved) == others
+        counts = counting(store)
+        catalogue.refresh()
+        calls[others] = counts.calls
+        assert counts.calls["cat_file"] == 0 and sum(counts.calls.values()) <= 3 + AUDITED_PER_READ, counts.calls
+        registry_store.govern(store, "85123A", registry.ROLLBACK, None, "ops", "bad prices")
+        counts.calls.clear()
+        catalogue.refresh()
+        assert catalogue.models["85123A"].version == older.model_version
+        assert counts.calls["cat_file"] == 2  # the index and the changed head
+    assert sum(calls[20].values()) <= sum(calls[2].values()) + 1, calls
