@@ -31,9 +31,9 @@ from pricing.features import LIST_PRICE, list_price_features
 from pricing.layout import SPLITS, Layout
 from pricing.portable import PortableModel
 from pricing.price_response import WeeklyDemand, weekly_demand
-from pricing.registry import Record, decisions, output_md5, serving
+from pricing.registry import Record, output_md5
 from stores.dvc_remote import ArtifactError, Remote
-from stores.registry_store import RegistryStore
+from stores.registry_store import Head, RegistryStore, ServedReader
 
 log = logging.getLogger(__name__)
 LAYOUT = Layout()  # paths relative to a project root: as dvc.lock records them
@@ -288,18 +288,6 @@ def load_model(record: Record, remote: Remote) -> ServedModel:
     return served
 
 
-def check_filed_under(stockcode: str, history: list[Record]) -> None:
-    """Every record kept under ``stockcode``'s folder is about ``stockcode``: a record copied
-    under another product's folder must not be served as that product's model."""
-    strangers = [record for record in history if record.stockcode != stockcode]
-    if strangers:
-        stranger = strangers[-1]
-        raise DataValidationError(
-            f"{len(strangers)} record(s) kept under {stockcode} are about another stockcode: the "
-            f"{stranger.decision} model {stranger.model_version} of {stranger.stockcode!r} ({stranger.decided_at}); "
-            f"refused until removed")
-
-
 @dataclass(frozen=True)
 class Unserved:
     """A stockcode with decisions but nothing servable: its latest decision, and why."""
@@ -321,10 +309,19 @@ class Failure:
 
 
 class ModelCatalogue:
-    """The served model per stockcode, refreshed from the registry store."""
+    """The served model per stockcode, refreshed from the registry store: what is served is
+    read through its heads (``stores.registry_store.ServedReader``), so a refresh with nothing
+    changed costs a few requests whatever the number of products and decisions, and only a
+    stockcode whose head changed (or whose model failed to load) is looked at again."""
 
     def __init__(self, store: RegistryStore, remote: Remote, reload_seconds: float) -> None:
         self.store, self.remote, self.reload_seconds = store, remote, reload_seconds
+        self.reader = ServedReader(store)
+        # stockcode -> the head last acted on with nothing left to do (served, or nothing
+        # servable): the reader hands the same object back while it is unchanged, and such a
+        # stockcode costs nothing at a reload. A failed load is not settled: tried again.
+        self._settled: dict[str, Head] = {}
+        self._last_heads: dict[str, Head | Exception] | None = None
         self.models: dict[str, ServedModel] = {}
         self.failures: dict[str, Failure] = {}
         self.unserved: dict[str, Unserved] = {}  # stockcodes with decisions but nothing servable
@@ -342,17 +339,22 @@ class ModelCatalogue:
             return False
         try:
             try:
-                codes = self.store.stockcodes()
+                heads = self.reader.read()
             except Exception as error:  # the store unreachable: keep every model, say why
                 self.store_error = f"registry store {self.store.location}: {type(error).__name__}: {error}"
                 log.error("%s", self.store_error)
             else:
                 self.store_error = None
-                self.store_empty = not codes
-                for gone in sorted(self.known() - set(codes)):
-                    self._withdraw(gone)
-                for stockcode in codes:
-                    self._refresh_one(stockcode)
+                if heads is self._last_heads:  # the reader's own dict again: nothing changed
+                    changed = {sc: heads[sc] for sc in self.failures}  # failed loads are tried again
+                else:
+                    self.store_empty = not heads
+                    for gone in sorted(self.known() - set(heads)):
+                        self._withdraw(gone)
+                    changed = heads
+                self._last_heads = heads
+                for stockcode, head in changed.items():
+                    self._refresh_one(stockcode, head)
             return True
         finally:
             # Even if the loop raised: a fault must not turn every request into a new refresh.
@@ -369,38 +371,40 @@ class ModelCatalogue:
         if stockcode in self.models:
             log.warning("%s: no decision left in the registry store: model %s withdrawn", stockcode,
                         self.models[stockcode].version)
-        for known in (self.models, self.failures, self.unserved, self.why_served):
+        for known in (self.models, self.failures, self.unserved, self.why_served, self._settled):
             known.pop(stockcode, None)
 
-    def _refresh_one(self, stockcode: str) -> None:
-        try:
-            items = [entry.item for entry in self.store.entries(stockcode)]
-            history = decisions(items)
-            if not history:
-                self._withdraw(stockcode)
-                return
-            check_filed_under(stockcode, history)
-            chosen = serving(stockcode, items)
-        except Exception as error:  # noqa: BLE001 - one product's records never stop the others
-            self._fail(stockcode, None, f"registry: {type(error).__name__}: {error}", error)
+    def _refresh_one(self, stockcode: str, head: Head | Exception) -> None:
+        """Serve what ``head`` (``stores.registry_store.ServedReader``: ``serving`` over the
+        stockcode's objects) says, or say why not."""
+        if self._settled.get(stockcode) is head:
             return
+        self._settled.pop(stockcode, None)
+        if isinstance(head, Head) and head.refused:
+            head = DataValidationError(head.refused)
+        if isinstance(head, Exception):  # one product's records never stop the others
+            self._fail(stockcode, None, f"registry: {type(head).__name__}: {head}", head)
+            return
+        if head.latest_decision is None:
+            self._withdraw(stockcode)
+            return
+        chosen = head.serving
         served = self.models.get(stockcode)
         if chosen.record is None:  # nothing servable: a model served until now is withdrawn
             if served is not None:
                 log.warning("%s: model %s withdrawn: %s", stockcode, served.version, chosen.why)
             for known in (self.models, self.failures, self.why_served):
                 known.pop(stockcode, None)
-            self.unserved[stockcode] = Unserved(history[-1].decision, chosen.why)
+            self.unserved[stockcode] = Unserved(head.latest_decision, chosen.why)
+            self._settled[stockcode] = head
             return
         self.unserved.pop(stockcode, None)
-        if served is not None and served.record == chosen.record:
-            self.failures.pop(stockcode, None)
-            self.why_served[stockcode] = chosen.why
-            return
         try:
-            self.models[stockcode] = load_model(chosen.record, self.remote)
+            if served is None or served.record != chosen.record:
+                self.models[stockcode] = load_model(chosen.record, self.remote)
             self.failures.pop(stockcode, None)
             self.why_served[stockcode] = chosen.why
+            self._settled[stockcode] = head
         except Exception as error:  # noqa: BLE001 - load_model raises LoadError; anything else is a bug, still this product's
             if served is not None and served.version in chosen.revoked:  # never kept: revoked
                 del self.models[stockcode]

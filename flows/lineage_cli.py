@@ -12,6 +12,7 @@ the governance acts that decide what is served.
     python -m flows.lineage_cli rollback 85123A      # serve the version served before this one
     python -m flows.lineage_cli revoke 85123A VERSION --reason TEXT             # never serve it again
     python -m flows.lineage_cli settings             # every setting in effect, and where it came from
+    python -m flows.lineage_cli rebuild-heads        # every stockcode's head and the index, from the objects
 
 ``show`` and ``list`` read the registry store only (``orchestration.registry`` in params.yaml,
 or PRICELINEAGE_REGISTRY: see ``settings``): fast, no Prefect, no DVC. ``checkout`` restores a
@@ -25,6 +26,11 @@ which version); no record is ever edited. The price API serves by them within it
 interval. An act that would mean nothing (a sign-off of a version that is not a candidate, a pin
 of a revoked one, an empty ``--by``) is refused with the reason, exit 2, and nothing written.
 ``--by`` defaults to the login name except for ``approve``, where it must be given.
+
+``rebuild-heads`` works out again, from every object, each stockcode's head (what is served)
+and the index naming them (``stores.registry_store.rebuild_heads``): after a writer died
+between an object and its head, after objects were copied in by hand, or for a store written
+before heads. Readers never trust a head the objects contradict; this makes them cheap again.
 
 ``settings`` prints every setting the flows, tasks and the price API read (``stores.settings``):
 its effective value and where it came from, the environment (``PRICELINEAGE_*``), params.yaml
@@ -163,6 +169,15 @@ def reproduce(root: Path, stockcode: str, version: str | None, keep: bool) -> in
     return 1 if differing else 0
 
 
+def rebuild_heads(root: Path) -> int:
+    store = _store(root)
+    heads = registry_store.rebuild_heads(store)
+    refused = sorted(sc for sc, head in heads.items() if head.refused)
+    print(f"{len(heads)} heads rebuilt from their objects in {store.location}"
+          + (f"; refused (nothing served): {', '.join(refused)}" if refused else ""))
+    return 0
+
+
 def show_settings(root: Path) -> int:
     """Every setting in effect for the checkout at ``root``, and where each came from."""
     rows = load_settings(root.resolve()).explain()
@@ -191,6 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     show_parser.add_argument("stockcode")
     show_parser.add_argument("--json", action="store_true")
     commands.add_parser("list", help="every stockcode with a recorded decision")
+    commands.add_parser("rebuild-heads", help="every stockcode's head and the index, worked out again from the objects")
     commands.add_parser("settings", help="every setting in effect, and where it came from (env, params.yaml, default)")
     for name, text in (("checkout", "a workspace holding a recorded lineage, restored by hash"),
                        ("reproduce", "re-run a recorded lineage and compare the model bytes")):
@@ -230,6 +246,8 @@ def main(argv: list[str] | None = None) -> int:
             return reproduce(root, args.stockcode, args.version, args.keep)
         if args.command == "settings":
             return show_settings(root)
+        if args.command == "rebuild-heads":
+            return rebuild_heads(root)
         return list_all(root)
     except DataValidationError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -404,6 +404,18 @@ def decisions(items: Iterable[Record | Action]) -> list[Record]:
     return [item for item in items if isinstance(item, Record)]
 
 
+def check_filed_under(stockcode: str, history: list[Record]) -> None:
+    """Every record kept under ``stockcode``'s folder is about ``stockcode``: a record copied
+    under another product's folder must not be served as that product's model."""
+    strangers = [record for record in history if record.stockcode != stockcode]
+    if strangers:
+        stranger = strangers[-1]
+        raise DataValidationError(
+            f"{len(strangers)} record(s) kept under {stockcode} are about another stockcode: the "
+            f"{stranger.decision} model {stranger.model_version} of {stranger.stockcode!r} ({stranger.decided_at}); "
+            f"refused until removed")
+
+
 def last_decided(records: Iterable[Record], decision: str) -> Record | None:
     """The last record of ``decision`` among ``records``."""
     return next((r for r in reversed(list(records)) if r.decision == decision), None)
