@@ -6,8 +6,9 @@ names that one stockcode plus the run's overrides and whose ``dvc.lock`` holds t
 that product's stages only — so DVC's cost per product stays that of a one-product project,
 and products run side by side without meeting on DVC's lock. Every workspace uses the
 checkout's DVC cache (outputs are hard- or symlinks into it, never copies), so the ETL's
-outputs, made once per data version, are restored by hash in every workspace by DVC's run
-cache, and an approved model is in the user's cache the moment it is committed.
+outputs, made once per data version, are checked out by hash in every workspace whose seeded
+``dvc.lock`` names them (DVC keeps no run cache for ``persist`` outputs), and an approved model
+is in the user's cache the moment it is committed.
 
 The user's files are not written by a run, except what *lands*: for a product configured in
 the checkout's ``params.yaml`` whose run was approved with no override (:func:`lands`), its

@@ -45,10 +45,11 @@ def _uses_a_module_fixture(item) -> bool:
 @pytest.fixture(scope="session")
 def shared_dvc_cache(tmp_path_factory):
     """One DVC cache for the real-data project copies of a test run, whatever worker runs them
-    (pytest-xdist's workers have their temporary folders side by side): the ETL, the catalogue
-    stage and a product's stages at a test's tiny budget run once per test run, and are
-    restored by DVC's run cache in every later copy. Tests that count which stages ran make
-    copies of their own cache."""
+    (pytest-xdist's workers have their temporary folders side by side): outputs a copy's
+    ``dvc.lock`` already names (the committed ETL and catalogue stage) are made once per test
+    run and checked out from it in every later copy. DVC keeps no run cache for ``persist``
+    outputs, so a stage whose lock entry differs (a test's tiny budget) runs in each copy.
+    Tests that count which stages ran make copies of their own cache."""
     base = tmp_path_factory.getbasetemp()
     if os.environ.get("PYTEST_XDIST_WORKER"):
         base = base.parent
