@@ -3,6 +3,7 @@
 import os
 import sys
 import tempfile
+import time
 
 os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="pricelineage-prefect-"))
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
@@ -166,9 +167,16 @@ def test_backfill_refuses_unknown_stockcodes_and_starts_nothing(deployed):
     seconds = (flow_run.end_time - flow_run.start_time).total_seconds()
     print(f"unknown stockcodes refused in {seconds:.1f} s")
     assert seconds < 15, (flow_run.start_time, flow_run.end_time)
+    # The run's process ships its logs in batches and may finish them after its final state is
+    # set, so wait for the refusal line rather than read once.
+    deadline = time.monotonic() + 60
     with temporary_settings(updates={PREFECT_API_URL: deployed["stack"].api_url}):
         with get_client(sync_client=True) as prefect:
-            logs = prefect.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run.id])))
+            while True:
+                logs = prefect.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run.id])))
+                if (40, flow_run.state.message) in [(log.level, log.message) for log in logs] or time.monotonic() > deadline:
+                    break
+                time.sleep(1)
     # The flow's own refusal is one line; the only trace is the one Prefect's engine logs for
     # every failed run a worker starts ("FailedRun: <the message>"), none of an exception of ours.
     assert (40, flow_run.state.message) in [(log.level, log.message) for log in logs]
