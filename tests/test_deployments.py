@@ -3,7 +3,6 @@
 import os
 import sys
 import tempfile
-import time
 
 os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="pricelineage-prefect-"))
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
@@ -16,6 +15,7 @@ from flows.lineage import OUTCOMES  # noqa: E402
 from stores import registry_store  # noqa: E402
 from tasks.stages import CATALOGUE, lineage_stages  # noqa: E402
 from bench.project_copy import make_project_copy, run  # noqa: E402
+from tests.waiting import wait_until  # noqa: E402
 
 pytestmark = pytest.mark.slow
 TINY = ["tune.n_trials=2", "tune.num_epochs=3", "inference.shap_max_rows=50", "inference.shap_background_size=20"]
@@ -167,16 +167,18 @@ def test_backfill_refuses_unknown_stockcodes_and_starts_nothing(deployed):
     seconds = (flow_run.end_time - flow_run.start_time).total_seconds()
     print(f"unknown stockcodes refused in {seconds:.1f} s")
     assert seconds < 15, (flow_run.start_time, flow_run.end_time)
+    refusal = (40, flow_run.state.message)
+    logs = []
+
+    def refusal_logged() -> bool:
+        logs[:] = prefect.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run.id])))
+        return refusal in [(log.level, log.message) for log in logs]
+
     # The run's process ships its logs in batches and may finish them after its final state is
     # set, so wait for the refusal line rather than read once.
-    deadline = time.monotonic() + 60
     with temporary_settings(updates={PREFECT_API_URL: deployed["stack"].api_url}):
         with get_client(sync_client=True) as prefect:
-            while True:
-                logs = prefect.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run.id])))
-                if (40, flow_run.state.message) in [(log.level, log.message) for log in logs] or time.monotonic() > deadline:
-                    break
-                time.sleep(1)
+            wait_until(refusal_logged, seconds=60, interval=1, what=f"the log line {refusal}")
     # The flow's own refusal is one line; the only trace is the one Prefect's engine logs for
     # every failed run a worker starts ("FailedRun: <the message>"), none of an exception of ours.
     assert (40, flow_run.state.message) in [(log.level, log.message) for log in logs]

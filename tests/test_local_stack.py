@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from deployments import local_stack
+from tests.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 # A real HTTP server in a process of its own, answering what Prefect's health route answers.
@@ -53,15 +54,6 @@ def spawn(*args: str) -> subprocess.Popen:
 def end(process: subprocess.Popen) -> None:
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
-
-
-def wait_until(condition, seconds: float = 30) -> None:
-    import time
-
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, "timed out waiting"
-        time.sleep(0.1)
 
 
 def test_a_taken_port_is_refused_before_any_server_starts(held_port, tmp_path):
