@@ -11,12 +11,17 @@ QUIET_PIP := grep -v "is ignored: it is neither a file nor a directory" || true
 .PHONY: setup run serve test test-fast stack stack-stop deploy services
 setup: $(INSTALLED)
 
-# torch goes in first and alone: its pinned CPU wheel is on disk, while any looser request
-# (from another package) would pull a multi-GB CUDA build.
+# torch goes in first and alone, with pip: its pinned CPU wheel is on this machine's disk, where
+# only pip looks, while any looser request (from another package) would pull a multi-GB CUDA
+# build. The rest goes in with uv, which resolves the same versions as pip here in a fifth of
+# the time; it compiles the bytecode at install time because the environment
+# here sets PYTHONDONTWRITEBYTECODE, so nothing would ever cache it later.
+UV_VERSION := 0.13.9
 $(INSTALLED): requirements.txt
 	python3 -m venv $(VENV)
 	$(PYTHON) -m pip install -q "$$(grep -E '^torch==' requirements.txt)" 2>&1 | $(QUIET_PIP)
-	$(PYTHON) -m pip install -q -r requirements.txt 2>&1 | $(QUIET_PIP)
+	$(PYTHON) -m pip install -q "uv==$(UV_VERSION)" 2>&1 | $(QUIET_PIP)
+	$(VENV)/bin/uv pip install -q --python $(PYTHON) --compile-bytecode -r requirements.txt
 	$(PYTHON) -c "import torch, evidently, prefect, dvc"
 	touch $@
 
