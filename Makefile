@@ -8,7 +8,7 @@ INSTALLED := $(VENV)/.installed-requirements
 # pip here lists this machine's wheel folders on every install; keep the log readable.
 QUIET_PIP := grep -v "is ignored: it is neither a file nor a directory" || true
 
-.PHONY: setup run serve test test-fast stack stack-stop deploy services
+.PHONY: setup run serve test test-fast stack stack-stop deploy services ecs-worker
 setup: $(INSTALLED)
 
 # torch goes in first and alone, with pip: its pinned CPU wheel is on this machine's disk, where
@@ -49,6 +49,15 @@ stack-stop:
 deploy: setup
 	api_url="$${PREFECT_API_URL:-$$($(PYTHON) -m deployments.local_stack url)}"; \
 	PREFECT_API_URL="$$api_url" $(VENV)/bin/prefect --no-prompt deploy --all
+
+# The Prefect worker of the ECS pool (docs/production.md), as an identity with the foundation
+# stack's worker policy. It registers a task definition and runs a task per flow run: many runs
+# starting at once get "Too many concurrent attempts" from ECS, which AWS's adaptive retries
+# with 10 attempts absorb (botocore reads these two variables).
+ECS_WORKER_AWS_RETRIES := AWS_RETRY_MODE=adaptive AWS_MAX_ATTEMPTS=10
+ECS_POOL ?= pricelineage-ecs
+ecs-worker: setup
+	$(ECS_WORKER_AWS_RETRIES) $(VENV)/bin/prefect worker start --pool $(ECS_POOL)
 
 # The tests spread over TEST_WORKERS processes (pytest-xdist; the machine's two cores by
 # default); tests that share a module fixture stay on one worker (tests/conftest.py).

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import time
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -42,12 +44,18 @@ from tasks.stage_task import run_stage_task
 from tasks.stages import ETL, stage_id
 
 PRODUCT_DEPLOYMENT = "lineage-product/lineage-product"
+DEFAULT_STARTS_PER_SECOND = 2.0
 
 
 def idempotency_key(revision: str, stockcode: str, overrides: list[str], as_of: str | None) -> str:
     payload = json.dumps({"rev": revision, "stockcode": stockcode, "overrides": overrides, "as_of": as_of},
                          sort_keys=True)
     return "backfill-" + hashlib.sha256(payload.encode()).hexdigest()[:32]
+
+
+def start_time(first: datetime, n: int, starts_per_second: float) -> datetime:
+    """When the ``n``-th product run of a backfill may start (0: the first, at ``first``)."""
+    return first if starts_per_second <= 0 else first + timedelta(seconds=n / starts_per_second)
 
 
 def wait_for_runs(run_ids: list[Any], timeout_seconds: float, poll_seconds: float = 3) -> dict[Any, Any]:
@@ -135,6 +143,7 @@ def backfill(
     overrides: list[str] = [],  # noqa: B006 - never mutated; Prefect's form opens an empty list (None: a type toggle)
     deployment: str = PRODUCT_DEPLOYMENT,
     timeout_seconds: float = 6 * 3600,
+    starts_per_second: float = DEFAULT_STARTS_PER_SECOND,
 ) -> State:
     """Backfill the lineage of many products: one flow run each, then a summary per stockcode.
 
@@ -151,12 +160,19 @@ def backfill(
             TEXT`). An overridden run never lands in the checkout's dvc.lock.
         deployment: The per-product deployment each stockcode runs as.
         timeout_seconds: How long to wait for all the product runs to finish.
+        starts_per_second: How fast the product runs are let start: each is scheduled this
+            much later than the one before, so a pool of containers gets a steady stream, not
+            one burst (ECS refuses concurrent task-definition registrations; Fargate launches
+            ~20 tasks a second sustained). A worker then starts at most this times its poll
+            plus prefetch seconds of runs at once. 0: all at once.
     """
     logger = get_run_logger()
     project = dvcrepo.find_root()
     requested = list(dict.fromkeys(str(code) for code in stockcodes))
     if not requested:
         return refuse("backfill needs at least one stockcode (nothing was started)")
+    if not (math.isfinite(starts_per_second) and starts_per_second >= 0):
+        return refuse(f"starts_per_second must be a finite number >= 0, got {starts_per_second!r} (nothing was started)")
 
     def unknown_refused(unknown: list[str]) -> State:
         return refuse(f"{len(unknown)} of {len(requested)} stockcodes are not in the data: {', '.join(unknown)} "
@@ -181,10 +197,12 @@ def backfill(
     keys = {code: idempotency_key(revision["commit"], code, applied, as_of or None) for code in codes}
     already = existing_runs(list(keys.values()), deployment)
     runs = {}
-    for code in codes:
+    first_start = datetime.now(timezone.utc)
+    for n, code in enumerate(codes):
         run = run_deployment(
             deployment,
             parameters={"stockcode": code, "overrides": applied, "as_of": as_of, "revision": revision["commit"]},
+            scheduled_time=start_time(first_start, n, starts_per_second),
             flow_run_name=f"backfill-{code}-{revision['commit'][:8]}",
             idempotency_key=keys[code],
             timeout=0,

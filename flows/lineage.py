@@ -223,7 +223,8 @@ def run_product(
         return _outcome(str(stockcode), FAILED, f"{stockcode}: {error}", overrides=overrides, stages={})
     ws = None
     try:
-        with stockcode_lock(stockcode, settings.stockcode_wait_seconds, settings.workspaces / "locks"):
+        with stockcode_lock(stockcode, settings.stockcode_wait_seconds, settings.workspaces / "locks",
+                            lease_seconds=settings.stockcode_lease_seconds):
             items = [entry.item for entry in store.entries(stockcode)]  # read once: seed and served
             decisions = registry.decisions(items)
             seed = (decisions[-1].lineage.get("stages") or {}) if decisions else {}

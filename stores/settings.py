@@ -53,6 +53,9 @@ DEFAULT_RETRY_BACKOFF_SECONDS = 10.0
 DEFAULT_RETRY_JITTER_FACTOR = 0.5
 DEFAULT_MAX_CONCURRENT_PRODUCTS = 2
 DEFAULT_STOCKCODE_WAIT_SECONDS = 1800.0
+DEFAULT_STOCKCODE_LEASE_SECONDS = 120.0
+# Prefect's server takes a concurrency lease of 1 minute to 1 day (its API refuses others).
+LEASE_SECONDS_RANGE = (60.0, 86400.0)
 DEFAULT_MIN_PRODUCT_LINES = 100
 DEFAULT_RELOAD_SECONDS = 300.0
 
@@ -96,6 +99,15 @@ def _number(value: Any, name: str) -> float:
         return float(value)
     except (TypeError, ValueError):
         raise ValueError(f"{name} must be a number, got {value!r}") from None
+
+
+def _lease_seconds(value: Any, name: str) -> float:
+    seconds = _number(value, name)
+    low, high = LEASE_SECONDS_RANGE
+    if not low <= seconds <= high:  # also refuses nan
+        raise ValueError(f"{name} must be between {low:.0f} and {high:.0f} seconds (Prefect's lease bounds), "
+                         f"got {value!r}")
+    return seconds
 
 
 def _reload_seconds(value: Any, name: str) -> float:
@@ -287,6 +299,13 @@ class Settings:
         return self.setting("stockcode_wait_seconds").value
 
     @property
+    def stockcode_lease_seconds(self) -> float:
+        """How long a run's hold on its stockcode lasts unless renewed: a live run renews it, one
+        that died (a container killed) frees the stockcode after this, plus the server's lease
+        sweep."""
+        return self.setting("stockcode_lease_seconds").value
+
+    @property
     def min_product_lines(self) -> int:
         """A product with fewer lines after the ETL is not trained (insufficient_data)."""
         return self.setting("min_product_lines").value
@@ -328,6 +347,7 @@ SIMPLE_SETTINGS: dict[str, tuple[str | None, str | None, Any, Callable[[Any, str
     "retry_jitter_factor": (RETRY_JITTER_ENV, None, DEFAULT_RETRY_JITTER_FACTOR, _number),
     "max_concurrent_products": (None, "max_concurrent_products", DEFAULT_MAX_CONCURRENT_PRODUCTS, _whole_number),
     "stockcode_wait_seconds": (None, "stockcode_wait_seconds", DEFAULT_STOCKCODE_WAIT_SECONDS, _number),
+    "stockcode_lease_seconds": (None, "stockcode_lease_seconds", DEFAULT_STOCKCODE_LEASE_SECONDS, _lease_seconds),
     "min_product_lines": (None, "min_product_lines", DEFAULT_MIN_PRODUCT_LINES, _whole_number),
     "reload_seconds": (RELOAD_ENV, None, DEFAULT_RELOAD_SECONDS, _reload_seconds),
     "cors_origins": (CORS_ENV, None, [], _origins),

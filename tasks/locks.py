@@ -2,7 +2,11 @@
 
 Two locks, because runs meet in two ways:
 - runs that share a Prefect server (deployments, workers, ECS tasks, backfills) take a slot of
-  a Prefect global concurrency limit named after the stockcode (limit 1, created here);
+  a Prefect global concurrency limit named after the stockcode (limit 1, created here). The slot
+  is a lease the run renews while it lives (a thread of Prefect's client): a run that dies
+  without letting go — a container killed, a machine lost — frees the stockcode when its lease
+  runs out, instead of holding it for ever (Prefect's #17415). If a renewal fails, the run is
+  stopped rather than carry on unprotected (``strict``);
 - runs on one machine that each start Prefect's temporary API (two ``make run``) do not see
   each other's limits, so they also take a file lock beside the workspaces.
 A second run waits for the first, up to a bound, then is refused with a clear message.
@@ -48,13 +52,13 @@ def ensure_limit(name: str) -> None:
 
 
 @contextmanager
-def stockcode_lock(stockcode: str, wait_seconds: float, lock_dir: Path) -> Iterator[None]:
+def stockcode_lock(stockcode: str, wait_seconds: float, lock_dir: Path, lease_seconds: float) -> Iterator[None]:
     name = limit_name(stockcode)
     started = time.monotonic()
     ensure_limit(name)
     held = False  # a TimeoutError from the run itself is not a busy stockcode
     try:
-        with concurrency(name, occupy=1, timeout_seconds=wait_seconds, strict=True):
+        with concurrency(name, occupy=1, timeout_seconds=wait_seconds, strict=True, lease_duration=lease_seconds):
             remaining = max(0.0, wait_seconds - (time.monotonic() - started))
             try:
                 with _file_lock(lock_dir / f"{name}.lock", remaining):

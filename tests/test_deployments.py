@@ -11,6 +11,7 @@ import pytest  # noqa: E402
 import yaml  # noqa: E402
 
 from deployments import local_stack  # noqa: E402
+from flows.backfill import DEFAULT_STARTS_PER_SECOND  # noqa: E402
 from flows.lineage import OUTCOMES  # noqa: E402
 from stores import registry_store  # noqa: E402
 from tasks.stages import CATALOGUE, lineage_stages  # noqa: E402
@@ -114,6 +115,10 @@ def test_backfill_runs_any_products_side_by_side_and_records_each_whole(deployed
     assert flow_run.state.message == decisions_counted(runs)
     assert sorted(run.name.split("-")[1] for run in runs) == sorted(BACKFILLED)
     assert all(run.name.startswith(f"backfill-{run.parameters['stockcode']}-") for run in runs)
+    # Let start as a stream, not a burst: each scheduled 1 / starts_per_second after the one before.
+    starts = sorted(run.expected_start_time for run in runs)
+    gaps = [(later - earlier).total_seconds() for earlier, later in zip(starts, starts[1:])]
+    assert all(abs(gap - 1 / DEFAULT_STARTS_PER_SECOND) < 0.01 for gap in gaps), gaps
     for code in BACKFILLED:
         last = registry_store.latest(store, code)
         assert last is not None, f"{code}: no decision recorded"

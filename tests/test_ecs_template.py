@@ -3,6 +3,7 @@ the production prefect file that uses it."""
 import asyncio
 import json
 import os
+import subprocess
 import tempfile
 from pathlib import Path
 
@@ -25,6 +26,8 @@ REQUIRED = {
 def render(values):
     config = ECSJobConfiguration.from_template_and_values(TEMPLATE, values)
     return asyncio.run(config) if asyncio.iscoroutine(config) else config
+
+ADAPTIVE_RETRIES = {"AWS_RETRY_MODE": "adaptive", "AWS_MAX_ATTEMPTS": "10"}
 
 
 def test_template_has_the_ecs_workers_shape_and_valid_defaults():
@@ -92,7 +95,7 @@ def test_ecs_flow_runs_use_the_bucket_through_the_one_storage_setting(monkeypatc
     ecs = apply_values(yaml.safe_load((ROOT / "deployments" / "prefect-ecs.yaml").read_text()), os.environ,
                        remove_notset=False)
     envs = [d["work_pool"]["job_variables"]["env"] for d in ecs["deployments"]]
-    assert all(env == {"PRICELINEAGE_STORAGE": "s3://team-artifacts"} for env in envs), envs
+    assert all(env == {"PRICELINEAGE_STORAGE": "s3://team-artifacts", **ADAPTIVE_RETRIES} for env in envs), envs
     for name in ("PRICELINEAGE_REGISTRY", "PRICELINEAGE_DVC_REMOTE_URL", RESULT_STORAGE_ENV):
         monkeypatch.delenv(name, raising=False)
     for name, value in envs[0].items():
@@ -101,3 +104,18 @@ def test_ecs_flow_runs_use_the_bucket_through_the_one_storage_setting(monkeypatc
     assert settings.dvc_remote_url == "s3://team-artifacts/dvc"
     assert settings.registry == "s3://team-artifacts/registry"
     assert settings.storage_location("results") == "s3://team-artifacts/prefect-results"
+
+
+def test_the_ecs_worker_and_its_containers_retry_aws_adaptively(monkeypatch):
+    """Concurrent starts make ECS refuse task-definition registrations ("Too many concurrent
+    attempts"): the worker `make ecs-worker` starts, and every container, run AWS's adaptive
+    retries with 10 attempts, as clients made the way prefect-aws makes them see them."""
+    from prefect_aws import AwsCredentials
+
+    planned = subprocess.run(["make", "-n", "ecs-worker"], cwd=ROOT, capture_output=True, text=True, check=True)
+    (command,) = [line for line in planned.stdout.splitlines() if "worker start" in line]
+    assert command.startswith("AWS_RETRY_MODE=adaptive AWS_MAX_ATTEMPTS=10 ") and "--pool pricelineage-ecs" in command
+    for name, value in ADAPTIVE_RETRIES.items():
+        monkeypatch.setenv(name, value)
+    ecs = AwsCredentials(region_name="eu-west-2").get_boto3_session().client("ecs")
+    assert ecs.meta.config.retries == {"mode": "adaptive", "total_max_attempts": 10}

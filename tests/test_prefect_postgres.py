@@ -7,25 +7,20 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 import urllib.request
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import asyncpg
 import pytest
 from prefect import flow, task
 
 from tests.postgres_server import running_postgres
-from tests.s3_server import S3Server, free_ports, running_s3_server
+from tests.prefect_server import prefect_env, running_prefect_server
+from tests.s3_server import S3Server, running_s3_server
 
 ROOT = Path(__file__).resolve().parents[1]
-PREFECT = Path(sys.executable).parent / "prefect"
-HEALTH_TIMEOUT_SECONDS = 120
 RESULTS_BLOCK = "pricelineage-results"
 RESULTS_PREFIX = "prefect-results"
 # As tasks/stage_task.py reads it: a saved block's slug, e.g. "s3-bucket/pricelineage-results".
@@ -56,51 +51,6 @@ def smoke_flow(value: int) -> dict:
     from prefect.runtime import flow_run
 
     return {"result": add_one(value), "flow_run_id": str(flow_run.id)}
-
-
-def prefect_env(home: Path, **settings: str) -> dict[str, str]:
-    env = {name: value for name, value in os.environ.items() if not name.startswith("PREFECT_")}
-    return {**env, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false", **settings}
-
-
-@contextmanager
-def running_prefect_server(home: Path, database_url: str) -> Iterator[tuple[str, float]]:
-    """`prefect server start` on 127.0.0.1 at a free port with ``database_url``; yields (API URL,
-    seconds until healthy); stopped by its process group's PID."""
-    port = free_ports(1)[0]
-    api_url = f"http://127.0.0.1:{port}/api"
-    log_path = home / "server.log"
-    home.mkdir(parents=True, exist_ok=True)
-    started = time.monotonic()
-    with log_path.open("wb") as log:
-        server = subprocess.Popen(
-            [str(PREFECT), "server", "start", "--host", "127.0.0.1", "--port", str(port), "--no-ui"],
-            env=prefect_env(home, PREFECT_SERVER_DATABASE_CONNECTION_URL=database_url),
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-        )
-    try:
-        while True:
-            if server.poll() is not None:
-                raise RuntimeError(f"prefect server exited with {server.returncode}:\n{log_path.read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(f"{api_url}/health", timeout=2) as answer:
-                    if json.load(answer) is True:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() - started > HEALTH_TIMEOUT_SECONDS:
-                raise RuntimeError(f"prefect server not healthy after {HEALTH_TIMEOUT_SECONDS} s:\n"
-                                   f"{log_path.read_text()[-3000:]}")
-            time.sleep(0.5)
-        yield api_url, time.monotonic() - started
-    finally:
-        if server.poll() is None:
-            os.killpg(server.pid, signal.SIGTERM)
-            try:
-                server.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(server.pid, signal.SIGKILL)
-                server.wait(30)
 
 
 def query_postgres(database_url: str, sql: str, *args) -> list[tuple]:

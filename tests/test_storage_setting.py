@@ -73,6 +73,15 @@ def test_a_value_that_is_not_an_s3_url_is_refused_by_name(tmp_path, monkeypatch,
         load_settings(root).dvc_remote_url
 
 
+def test_the_stockcode_lease_comes_from_params_within_prefects_bounds(tmp_path):
+    assert load_settings(project_with(tmp_path, {})).stockcode_lease_seconds == 120.0
+    assert load_settings(project_with(tmp_path, {"stockcode_lease_seconds": 600})).stockcode_lease_seconds == 600.0
+    for value in (30, 86401, "nan", "soon"):
+        settings = load_settings(project_with(tmp_path, {"stockcode_lease_seconds": value}))
+        with pytest.raises(ValueError, match="stockcode_lease_seconds must be"):
+            settings.stockcode_lease_seconds
+
+
 def test_the_api_follows_it_without_a_params_file(tmp_path, monkeypatch):
     """On Lambda there is no params.yaml and no .dvc/config: the variable alone points it."""
     monkeypatch.setenv(STORAGE_ENV, "s3://team-bucket")
