@@ -195,7 +195,18 @@ class CatalogueResponse:
 
 
 def estimate(panel: pl.DataFrame, config: ResponseConfig) -> CatalogueResponse:
-    """Every product's elasticity, interval and level from the weekly ``panel``."""
+    """Every product's elasticity, interval and level from the weekly ``panel``, the same bytes on
+    any number of cores: a BLAS product split over threads sums in another order, and the last
+    digits moved with the machine (1 core vs 2 changed the catalogue stage's outputs, and so every
+    product's inference metrics and dvc.lock). One BLAS thread costs nothing measurable here."""
+    # Imported here: the price API imports this module and does not ship threadpoolctl.
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _estimate(panel, config)
+
+
+def _estimate(panel: pl.DataFrame, config: ResponseConfig) -> CatalogueResponse:
     eligible = panel.filter(pl.len().over(PRODUCT) >= int(config.min_weeks))
     if eligible.height == 0:
         raise DataValidationError(f"no product has {config.min_weeks} weeks with sales before as_of")
