@@ -2,7 +2,8 @@
 
 Keys (lowercase, digits and dashes, as Prefect requires):
 ``lineage-<sc>-summary`` (markdown), ``lineage-<sc>-metrics`` (table),
-``lineage-<sc>-drift-report`` and ``lineage-<sc>-shap`` (links), ``lineage-run`` (markdown).
+``lineage-<sc>-drift-report`` and ``lineage-<sc>-shap`` (links), ``lineage-run`` (markdown),
+``price-report`` (table: every product of a run or backfill, ``pricing.report``).
 """
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from typing import Any
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 
 from pricing.layout import Layout
+from pricing.report import report_rows
+from pricing.registry import Record
 
 
 def artifact_key(stockcode: str, kind: str) -> str:
@@ -104,3 +107,12 @@ def publish_run(outcomes: list[Mapping[str, Any]]) -> None:
     lines = ["# Lineage run", "", "| stockcode | outcome | detail |", "|---|---|---|"]
     lines += [f"| {o['stockcode']} | {o['status']} | {o['message']} |" for o in outcomes]
     create_markdown_artifact("\n".join(lines), key="lineage-run", description="Outcome per stockcode")
+
+
+def publish_price_report(decided: list[tuple[str, Record | None, str]], what: str) -> list[dict[str, Any]]:
+    """The run's price report (``pricing.report``) as a table artifact; returns its rows."""
+    rows = report_rows(decided)
+    acted = sum(row["act_on"] for row in rows)
+    create_table_artifact(rows, key="price-report",
+                          description=f"{what}: {len(rows)} products, {acted} with an approved price to act on")
+    return rows

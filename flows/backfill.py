@@ -29,6 +29,7 @@ from prefect.client.schemas.filters import (
 )
 from prefect.states import Completed, Failed, State
 
+from flows import artifacts
 from flows.lineage import FAILED, OUTCOMES
 from pricing import registry
 from pricing.catalogue import product_line_counts, raw_stockcodes, unknown_stockcodes
@@ -213,13 +214,14 @@ def backfill(
         how = "already ran" if run.id in already else "started"
         logger.info("%s: flow run %s %s (%s)", code, run.name, how, run.state.name if run.state else "scheduled")
     finished_runs = wait_for_runs([run.id for run in runs.values()], timeout_seconds)
-    rows = []
+    rows, decided = [], []
     store = RegistryStore(load_settings(project).registry)
     for code, run in runs.items():
         finished = finished_runs[run.id]
         state = finished.state
         outcome = outcome_of(state)
         last = registry_store.latest(store, code) if outcome in registry.DECISIONS else None
+        decided.append((code, last, (state.message or "") if state else "no final state"))
         rows.append({
             "stockcode": code,
             "lines": counts.get(code, 0),
@@ -230,6 +232,7 @@ def backfill(
             "message": (state.message or "") if state else "",
         })
     create_table_artifact(rows, key="backfill-summary", description=f"Backfill of {len(rows)} stockcodes")
+    artifacts.publish_price_report(decided, "backfill")
     message = count_outcomes([row["outcome"] for row in rows])
     failed = [f"{row['stockcode']} ({row['state']})" for row in rows if row["outcome"] == FAILED]
     if failed:

@@ -48,6 +48,7 @@ from pricing.fairness import NOT_ASSESSABLE, judge_with_peers, pool_gaps
 from pricing.layout import Layout, load_params
 from pricing.stockcodes import normalise_stockcode
 from pricing.versions import model_version
+from stores import registry_store
 from stores.registry_store import RegistryStore
 from stores.settings import load_settings
 from tasks import dvcrepo, workspace
@@ -349,11 +350,34 @@ def _run_lineage(project: Path, stockcodes: list[str], overrides: list[str] | di
         ]
         outcomes = [future.result() for future in futures]
     artifacts.publish_run(outcomes)
+    try:
+        artifacts.publish_price_report(_decided(project, outcomes), "lineage run")
+    except Exception as error:  # noqa: BLE001 - a report that cannot be made changes no decision
+        logger.warning("the price report was not published: %s: %s", type(error).__name__, error)
     message = "; ".join(outcome["message"] for outcome in outcomes)
     summary = {"outcomes": outcomes, "overrides": applied, "revision": revision}
     if any(outcome["status"] == FAILED for outcome in outcomes):
         return Failed(message=message, data=summary)
     return Completed(message=message, data=summary)
+
+
+def _decided(project: Path, outcomes: list[dict[str, Any]]) -> list[tuple[str, registry.Record | None, str]]:
+    """Each product's decision of this run as recorded (None where the run recorded none: a
+    drift stop, a failure), for the price report."""
+    store = RegistryStore(load_settings(project).registry)
+    decided = []
+    for outcome in outcomes:
+        record = None
+        if outcome["status"] in registry.DECISIONS:
+            try:
+                last = registry_store.latest(store, outcome["stockcode"])
+            except Exception as error:  # noqa: BLE001 - the report says so; the run's outcome stands
+                outcome = {**outcome, "message": f"{outcome['message']} (its record could not be read: {error})"}
+            else:
+                if last is not None and outcome.get("version") in (None, last.model_version):
+                    record = last
+        decided.append((outcome["stockcode"], record, outcome["message"]))
+    return decided
 
 
 def main(argv: list[str] | None = None) -> int:

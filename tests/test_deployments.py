@@ -1,5 +1,6 @@
 """The deployments on a real Prefect server and a real process worker (started here, on
 127.0.0.1 and a free port, stopped by PID), over a copy of this project and the real data."""
+import json
 import os
 import sys
 import tempfile
@@ -91,6 +92,20 @@ def _backfill(stack, stockcodes, overrides=TINY):
     return flow_run, runs
 
 
+def price_report(stack) -> list[dict]:
+    """The rows of the newest ``price-report`` table artifact on the stack's server."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.sorting import ArtifactSort
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings(updates={PREFECT_API_URL: stack.api_url}):
+        with get_client(sync_client=True) as prefect:
+            (newest,) = prefect.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["price-report"])),
+                                               sort=ArtifactSort.CREATED_DESC, limit=1)
+    return json.loads(newest.data) if isinstance(newest.data, str) else newest.data
+
+
 def checkout_lock(project) -> dict:
     """The checkout's dvc.lock stages; none before anything landed (a fresh copy has no dvc.lock)."""
     path = project / "dvc.lock"
@@ -125,6 +140,17 @@ def test_backfill_runs_any_products_side_by_side_and_records_each_whole(deployed
         assert set(last.lineage["stages"]) == set(lineage_stages(code) if code in TRAINED else CATALOGUE), code
         assert last.overrides == TINY
     assert registry_store.latest(store, "46775D").decision == "insufficient_data"
+    # The price report: a row per product, a price to act on only from an approved model.
+    report = {row["stockcode"]: row for row in price_report(stack)}
+    assert set(report) == set(BACKFILLED)
+    for code, row in report.items():
+        last = registry_store.latest(store, code)
+        assert row["decision"] == last.decision and row["act_on"] == (last.decision == "approved"), row
+        chosen = (last.metrics.get("test") or {}).get("weekly_response", {}).get("recommendation")
+        if chosen:
+            assert row["current_price"] == chosen["current_price"], row
+            assert row["recommended_price"] == (chosen["recommended_price"] if row["act_on"] else chosen["current_price"])
+    assert report["46775D"]["model_version"] is None and report["46775D"]["recommended_price"] is None
     # Two at once: the deployment's concurrency limit is 2 and the work pool took them together.
     spans = sorted((run.start_time, run.end_time) for run in runs)
     assert any(spans[i][1] > spans[i + 1][0] for i in range(len(spans) - 1)), spans

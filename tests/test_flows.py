@@ -3,6 +3,7 @@
 Fast tests run the real flow on the toy project (``tasks.testing``): same stage names and
 paths, toy commands. The slow test runs it on a copy of this project and the real data.
 """
+import json
 import os
 import shutil
 import sys
@@ -132,6 +133,11 @@ def test_full_flow_approves_and_pushes(approved, tmp_path):
     assert Artifact.get(artifact_key(SC, "metrics")) is not None
     assert "(file://" in Artifact.get(artifact_key(SC, "drift-report")).data
     assert "shap_importance" in Artifact.get(artifact_key(SC, "shap")).data
+    # The toy's stages write no weekly price response (the real ones do: tests/test_deployments.py).
+    (row,) = json.loads(Artifact.get("price-report").data)
+    assert (row["stockcode"], row["decision"], row["model_version"], row["act_on"]) == (
+        SC, "approved", served.model_version, False), row
+    assert row["recommended_price"] is None and "no weekly price response" in row["reasons"]
     # A fresh clone (once the user commits dvc.lock and the record) pulls the approved model.
     git_commit_all(root, "approve")
     clone = tmp_path / "clone"
