@@ -221,7 +221,8 @@ def backfill(
         state = finished.state
         outcome = outcome_of(state)
         last = registry_store.latest(store, code) if outcome in registry.DECISIONS else None
-        decided.append((code, last, (state.message or "") if state else "no final state"))
+        run_message = (state.message or "") if state else ""
+        decided.append((code, last, run_message or "no final state"))
         rows.append({
             "stockcode": code,
             "lines": counts.get(code, 0),
@@ -229,7 +230,7 @@ def backfill(
             "outcome": outcome,
             "state": state.name if state else "unknown",
             "model_version": last.model_version if last and last.model_path else "",
-            "message": (state.message or "") if state else "",
+            "message": run_message,
         })
     create_table_artifact(rows, key="backfill-summary", description=f"Backfill of {len(rows)} stockcodes")
     artifacts.publish_price_report(decided, "backfill")

@@ -37,7 +37,7 @@ def report_row(stockcode: str, record: Record | None, outcome_reason: str = "") 
     reasons = list(record.reasons)
     if chosen is not None:
         current, recommended = float(chosen["current_price"]), float(chosen["recommended_price"])
-        low, high = (list(chosen.get("gain_interval") or [None, None]) + [None, None])[:2]
+        low, high = chosen.get("gain_interval") or (None, None)
         row.update(current_price=current, objective=chosen.get("objective"),
                    elasticity=chosen.get("elasticity"), elasticity_level=chosen.get("elasticity_level"))
         if record.decision == APPROVED:
