@@ -41,7 +41,9 @@ APPROVED = "approved"
 CANDIDATE = "candidate"  # passed every gate, but overrode a gate param: served once signed off
 REJECTED = "rejected"
 INSUFFICIENT_DATA = "insufficient_data"
-DECISIONS = (APPROVED, CANDIDATE, REJECTED, INSUFFICIENT_DATA)
+# Too few lines to train: priced from the catalogue's price response (``pricing.pooled``), no model.
+POOLED = "pooled"
+DECISIONS = (APPROVED, CANDIDATE, REJECTED, INSUFFICIENT_DATA, POOLED)
 TRAINED = (APPROVED, CANDIDATE, REJECTED)  # the decisions that name a trained model
 # Governance: acts about what is served, each an object of its own (history is never rewritten).
 SIGNOFF = "signoff"  # a candidate signed off by someone: servable from then on

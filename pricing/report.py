@@ -3,15 +3,16 @@ decision, the model, the current and the recommended list price, the expected we
 its interval, and the reasons.
 
 A recommendation is reported as one to act on only where the decision approved the model that
-made it; any other decision holds the current price, and its row says why (the decision's own
-reasons), so nothing a gate stopped reads as a price to set.
+made it, or where the product, too small to train, was priced from the catalogue's response
+(``pooled``) and that response passed its verdict; any other decision holds the current price,
+and its row says why (the decision's own reasons), so nothing a gate stopped reads as a price to set.
 """
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from pricing.registry import APPROVED, Record
+from pricing.registry import APPROVED, POOLED, Record
 
 COLUMNS = ("stockcode", "decision", "model_version", "current_price", "recommended_price", "move_pct",
            "expected_weekly_gain", "gain_low", "gain_high", "objective", "elasticity", "elasticity_level",
@@ -22,6 +23,13 @@ def _recommendation(record: Record) -> Mapping[str, Any] | None:
     weekly = (record.metrics.get("test") or {}).get("weekly_response")
     chosen = weekly.get("recommendation") if isinstance(weekly, Mapping) else None
     return chosen if isinstance(chosen, Mapping) and "recommended_price" in chosen else None
+
+
+def _to_act_on(record: Record) -> bool:
+    if record.decision == APPROVED:
+        return True
+    verdict = record.verdicts.get("price_response")
+    return record.decision == POOLED and isinstance(verdict, Mapping) and verdict.get("passed") is True
 
 
 def report_row(stockcode: str, record: Record | None, outcome_reason: str = "") -> dict[str, Any]:
@@ -40,13 +48,18 @@ def report_row(stockcode: str, record: Record | None, outcome_reason: str = "") 
         low, high = chosen.get("gain_interval") or (None, None)
         row.update(current_price=current, objective=chosen.get("objective"),
                    elasticity=chosen.get("elasticity"), elasticity_level=chosen.get("elasticity_level"))
-        if record.decision == APPROVED:
+        if _to_act_on(record):
             row.update(recommended_price=recommended, move_pct=100.0 * (recommended / current - 1.0),
                        expected_weekly_gain=chosen.get("gain"), gain_low=low, gain_high=high, act_on=True)
-            reasons = list(chosen.get("reasons") or [])
+            reasons = [*(reasons if record.decision == POOLED else []), *(chosen.get("reasons") or [])]
         else:  # a model no gate let through: its price is not one to set
             row.update(recommended_price=current, move_pct=0.0)
-            reasons = [f"held: the model was not approved ({record.decision})", *reasons]
+            if record.decision == POOLED:
+                verdict = record.verdicts.get("price_response") or {}
+                reasons = ["held: the catalogue's price response did not pass its verdict",
+                           *(verdict.get("reasons") or []), *reasons]
+            else:
+                reasons = [f"held: the model was not approved ({record.decision})", *reasons]
     elif record.decision == APPROVED:
         reasons = ["approved, but its record holds no weekly price response (made before the catalogue stage "
                    "existed): no price to report", *reasons]
@@ -59,3 +72,34 @@ def report_row(stockcode: str, record: Record | None, outcome_reason: str = "") 
 def report_rows(decided: Iterable[tuple[str, Record | None, str]]) -> list[dict[str, Any]]:
     """Rows for (stockcode, its decision in the run or None, why none) in the order given."""
     return [report_row(stockcode, record, why) for stockcode, record, why in decided]
+
+
+def _first_reason(row: Mapping[str, Any]) -> str:
+    return str(row.get("reasons") or "no reason recorded").split("; ")[0]
+
+
+def catalogue_summary_markdown(rows: list[Mapping[str, Any]], run_key: str, held_reasons: int = 10) -> str:
+    """A catalogue run's report in brief: decisions by kind, the price moves to act on, and the
+    commonest reasons products were held."""
+    kinds: dict[str, list[Mapping[str, Any]]] = {}
+    for row in rows:
+        kinds.setdefault(str(row["decision"]), []).append(row)
+    acted = [row for row in rows if row["act_on"]]
+    lines = [f"# Catalogue run {run_key}", "", f"{len(rows)} products, {len(acted)} with a price to act on.", "",
+             "| decision | products | to act on |", "|---|---|---|"]
+    lines += [f"| {kind} | {len(group)} | {sum(bool(r['act_on']) for r in group)} |"
+              for kind, group in sorted(kinds.items(), key=lambda item: -len(item[1]))]
+    moves = sorted(float(row["move_pct"]) for row in acted if row.get("move_pct") is not None)
+    if moves:
+        up, down = sum(m > 0 for m in moves), sum(m < 0 for m in moves)
+        lines += ["", "## Price moves to act on", "",
+                  f"{up} up, {down} down, {len(moves) - up - down} held at the current price; "
+                  f"median {moves[len(moves) // 2]:+.1f} %, from {moves[0]:+.1f} % to {moves[-1]:+.1f} %."]
+    held: dict[str, int] = {}
+    for row in rows:
+        if not row["act_on"]:
+            held[_first_reason(row)] = held.get(_first_reason(row), 0) + 1
+    if held:
+        lines += ["", "## Held, and why (first reason)", "", "| reason | products |", "|---|---|"]
+        lines += [f"| {reason} | {n} |" for reason, n in sorted(held.items(), key=lambda item: -item[1])[:held_reasons]]
+    return "\n".join(lines)

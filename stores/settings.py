@@ -57,6 +57,7 @@ DEFAULT_STOCKCODE_LEASE_SECONDS = 120.0
 # Prefect's server takes a concurrency lease of 1 minute to 1 day (its API refuses others).
 LEASE_SECONDS_RANGE = (60.0, 86400.0)
 DEFAULT_MIN_PRODUCT_LINES = 100
+DEFAULT_SHARD_SIZE = 50
 DEFAULT_RELOAD_SECONDS = 300.0
 
 ENV = "env"
@@ -92,6 +93,13 @@ def _whole_number(value: Any, name: str) -> int:
         return int(value)
     except (TypeError, ValueError):
         raise ValueError(f"{name} must be a whole number, got {value!r}") from None
+
+
+def _positive_whole_number(value: Any, name: str) -> int:
+    number = _whole_number(value, name)
+    if number < 1:
+        raise ValueError(f"{name} must be at least 1, got {value!r}")
+    return number
 
 
 def _number(value: Any, name: str) -> float:
@@ -311,6 +319,11 @@ class Settings:
         return self.setting("min_product_lines").value
 
     @property
+    def shard_size(self) -> int:
+        """Products per shard of a catalogue run (one flow run each)."""
+        return self.setting("shard_size").value
+
+    @property
     def reload_seconds(self) -> float:
         """How often the price API looks for a newer approval (0: on every request)."""
         return self.setting("reload_seconds").value
@@ -349,6 +362,7 @@ SIMPLE_SETTINGS: dict[str, tuple[str | None, str | None, Any, Callable[[Any, str
     "stockcode_wait_seconds": (None, "stockcode_wait_seconds", DEFAULT_STOCKCODE_WAIT_SECONDS, _number),
     "stockcode_lease_seconds": (None, "stockcode_lease_seconds", DEFAULT_STOCKCODE_LEASE_SECONDS, _lease_seconds),
     "min_product_lines": (None, "min_product_lines", DEFAULT_MIN_PRODUCT_LINES, _whole_number),
+    "shard_size": (None, "shard_size", DEFAULT_SHARD_SIZE, _positive_whole_number),
     "reload_seconds": (RELOAD_ENV, None, DEFAULT_RELOAD_SECONDS, _reload_seconds),
     "cors_origins": (CORS_ENV, None, [], _origins),
 }

@@ -7,6 +7,7 @@ know and does the pushing.
 """
 from __future__ import annotations
 
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +24,19 @@ from tasks.stage_task import RETRIES, RETRY_BACKOFF_SECONDS, RETRY_JITTER_FACTOR
 from tasks.stages import lineage_stages
 
 
+# The catalogue run a decision belongs to (flows/catalogue.py): recorded with it, so a shard run
+# again (its container died) can tell which of its products that run already decided.
+CATALOGUE_RUN: ContextVar[str | None] = ContextVar("catalogue_run", default=None)
+
+
 def _run_info() -> dict[str, Any]:
+    info: dict[str, Any] = {}
     context = FlowRunContext.get()
     if context and context.flow_run:
-        return {"flow_run_id": str(context.flow_run.id), "flow_run_name": context.flow_run.name}
-    return {}
+        info = {"flow_run_id": str(context.flow_run.id), "flow_run_name": context.flow_run.name}
+    if CATALOGUE_RUN.get():
+        info["catalogue_run"] = CATALOGUE_RUN.get()
+    return info
 
 
 def build_record(

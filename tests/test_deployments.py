@@ -51,9 +51,15 @@ def test_deployments_are_registered_with_schedule_and_described_parameters(deplo
 
     with temporary_settings(updates={PREFECT_API_URL: deployed["stack"].api_url}):
         with get_client(sync_client=True) as prefect:
-            weekly = prefect.read_deployment_by_name("lineage/weekly-lineage")
+            weekly = prefect.read_deployment_by_name("lineage-catalogue/weekly-lineage")
             (schedule,) = weekly.schedules
             assert schedule.schedule.cron == "0 6 * * 1" and schedule.schedule.timezone == "Europe/London"
+            # The whole catalogue, its shards fanned out as runs of lineage-shard on the pool.
+            assert weekly.parameters == {"shard_deployment": "lineage-shard/lineage-shard"}
+            weekly_form = weekly.parameter_openapi_schema["properties"]
+            assert weekly_form["top"]["default"] == 0 and weekly_form["shard_size"]["description"]
+            shard = prefect.read_deployment_by_name("lineage-shard/lineage-shard")
+            assert shard.work_pool_name == local_stack.DEFAULT_POOL
             manual = prefect.read_deployment_by_name("lineage/lineage-manual")
             assert not manual.schedules
             properties = manual.parameter_openapi_schema["properties"]
