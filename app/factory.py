@@ -10,6 +10,8 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from app.models import ModelCatalogue
 from app.openapi import openapi_document
+from app.recommendations import (DECISION_FILTERS, MAX_PAGE_SIZE, LatestReport, ReportUnavailable, check_query,
+                                 page_of)
 from app.predict import (MAX_POINTS_PER_CALL, MAX_PRICE_BINS, MIN_UNIT_PRICE, ParameterError, check_parameters,
                          check_total_points, predict_price)
 from pricing.errors import DataValidationError
@@ -128,6 +130,7 @@ def create_app(settings: ApiSettings | None = None) -> Flask:
     catalogue = ModelCatalogue(RegistryStore(settings.registry), Remote(settings.dvc_remote), settings.reload_seconds)
     catalogue.refresh()
     app.extensions["pricelineage"] = catalogue
+    reports = LatestReport(catalogue.store, catalogue.remote, settings.reload_seconds)
     if settings.cors_origins:
         from flask_cors import CORS
 
@@ -241,9 +244,21 @@ def create_app(settings: ApiSettings | None = None) -> Flask:
                                                       f"requests[{i}]: {error}")) from None
         return jsonify({"results": results})
 
+    @app.get("/v1/recommendations")
+    def recommendations():
+        try:
+            query = check_query(single_values(request.args))
+            report, table = reports.current()
+        except ParameterError as error:
+            raise _parameter_error(error) from None
+        except ReportUnavailable as error:
+            raise ApiError(error.status, error.code, str(error)) from None
+        return jsonify(page_of(report, table, query))
+
     @app.get("/openapi.json")
     def openapi():
-        return jsonify(openapi_document(MAX_PRICE_BINS, MAX_BATCH, MAX_POINTS_PER_CALL, MIN_UNIT_PRICE))
+        return jsonify(openapi_document(MAX_PRICE_BINS, MAX_BATCH, MAX_POINTS_PER_CALL, MIN_UNIT_PRICE,
+                                        DECISION_FILTERS, MAX_PAGE_SIZE))
 
     @app.get("/")
     def page():

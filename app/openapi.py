@@ -36,7 +36,8 @@ def _price_parameters(max_bins: int, min_price: float) -> list[dict[str, Any]]:
     ]
 
 
-def openapi_document(max_bins: int, max_batch: int, max_points: int, min_price: float) -> dict[str, Any]:
+def openapi_document(max_bins: int, max_batch: int, max_points: int, min_price: float,
+                     decisions: tuple[str, ...], max_page_size: int) -> dict[str, Any]:
     stockcode = {"name": "stockcode", "in": "path", "required": True,
                  "schema": {"type": "string", "example": "85123A"},
                  "description": "The product's stock code (letters, digits, '.', '_', '-')."}
@@ -198,6 +199,25 @@ def openapi_document(max_bins: int, max_batch: int, max_points: int, min_price: 
                                                 "items": {"$ref": "#/components/schemas/BatchItem"}}}}}}},
                 "responses": {"200": _json("BatchResponse", "one result per request, in order"),
                               **_errors(400, 413, 415)}}},
+            "/v1/recommendations": {"get": {
+                "operationId": "recommendations",
+                "summary": "The newest catalogue run's price report: every product it priced, paged.",
+                "parameters": [
+                    {"name": "decision", "in": "query", "required": False,
+                     "schema": {"type": "string", "enum": list(decisions)},
+                     "description": "Only products with this decision (none: no decision recorded)."},
+                    {"name": "act_on", "in": "query", "required": False,
+                     "schema": {"type": "string", "enum": ["true", "false"]},
+                     "description": "Only products whose price is (true) or is not (false) one to act on."},
+                    {"name": "page", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 1},
+                     "description": "Page number, from 1."},
+                    {"name": "page_size", "in": "query", "required": False,
+                     "schema": {"type": "integer", "minimum": 1, "maximum": max_page_size, "default": 100},
+                     "description": f"Rows per page, 1 to {max_page_size}."}],
+                "responses": {"200": _json("Recommendations", "a page of the report"),
+                              "400": _json("Error", "a parameter is malformed or unknown (the error names it)"),
+                              "404": _json("Error", "no catalogue run has stored a report yet"),
+                              "503": _json("Error", "the registry store or the DVC remote could not be read")}}},
             "/openapi.json": {"get": {"operationId": "openapi", "summary": "This document.",
                                       "responses": {"200": {"description": "OpenAPI 3",
                                                             "content": {"application/json": {"schema": {"type": "object"}}}}}}},
@@ -215,5 +235,17 @@ def openapi_document(max_bins: int, max_batch: int, max_points: int, min_price: 
                               "properties": {"results": {"type": "array",
                                                          "items": {"$ref": "#/components/schemas/BatchResult"}}}},
             "BatchResult": batch_result, "Error": error,
+            "Recommendations": {
+                "type": "object",
+                "required": ["run_key", "products", "matched", "page", "page_size", "pages", "rows"],
+                "properties": {"run_key": {"type": ["string", "null"]}, "created_at": {"type": ["string", "null"]},
+                               "report": {"type": ["string", "null"]}, "revision": {"type": ["string", "null"]},
+                               "products": {"type": "integer"}, "matched": {"type": "integer"},
+                               "page": {"type": "integer"}, "page_size": {"type": "integer"},
+                               "pages": {"type": "integer"},
+                               "rows": {"type": "array", "items": {"type": "object", "description": (
+                                   "stockcode, decision, model_version, current_price, recommended_price, "
+                                   "move_pct, expected_weekly_gain, gain_low, gain_high, objective, elasticity, "
+                                   "elasticity_level, act_on, reasons")}}}},
         }},
     }

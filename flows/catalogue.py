@@ -31,6 +31,7 @@ if __name__ == "__main__":  # before Prefect reads its settings
 import argparse
 import contextvars
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
@@ -38,13 +39,14 @@ from typing import Any
 
 import polars as pl
 from prefect import flow, get_run_logger
+from prefect.client.orchestration import get_client
 from prefect.artifacts import create_markdown_artifact
 from prefect.context import FlowRunContext
 from prefect.deployments import run_deployment
 from prefect.states import Completed, Failed, State
 
 from flows import artifacts
-from flows.backfill import start_time, wait_for_runs
+from flows.backfill import start_time
 from flows.lineage import FAILED, _overrides, run_product
 from pricing import registry
 from pricing.as_of import PARAM as AS_OF
@@ -61,6 +63,7 @@ from stores.registry_store import RegistryStore
 from stores.settings import load_settings
 from tasks import dvcrepo, workspace
 from tasks.approval import CATALOGUE_RUN, record_decision
+from tasks.reports import publish_catalogue_report
 from tasks.stage_task import run_stage_task
 from tasks.stages import CATALOGUE, ETL, stage_id
 
@@ -178,34 +181,45 @@ def price_pooled(ws: workspace.Workspace, stockcodes: list[str], overrides: list
 
 
 def shards_as_deployments(groups: list[list[str]], deployment: str, run_key: str, overrides: list[str],
-                          revision: str, starts_per_second: float, attempts: int, timeout_seconds: float
-                          ) -> dict[int, Any]:
-    """Each shard as a run of ``deployment``; a shard whose run did not complete (crashed, its
-    container killed) is started again, up to ``attempts`` times. Returns each shard's last state."""
+                          revision: str, starts_per_second: float, attempts: int, timeout_seconds: float,
+                          poll_seconds: float = 5) -> dict[int, Any]:
+    """Each shard as a run of ``deployment``; a shard whose run ends without completing (crashed,
+    its container killed) is started again at once, up to ``attempts`` runs in all. Returns each
+    shard's last flow run (as it is when the time is up, for one still going)."""
     logger = get_run_logger()
-    pending = dict(enumerate(groups))
+
+    def submit(index: int, attempt: int, when: datetime) -> Any:
+        return run_deployment(
+            deployment,
+            parameters={"stockcodes": groups[index], "run_key": run_key, "overrides": overrides, "revision": revision},
+            scheduled_time=when, flow_run_name=f"shard-{index + 1}-of-{len(groups)}-{run_key[:8]}-try-{attempt}",
+            idempotency_key=f"catalogue-{run_key}-shard-{index}-try-{attempt}",
+            timeout=0, tags=["catalogue"], as_subflow=False)
+
+    first = datetime.now(timezone.utc)
+    running = {index: (1, submit(index, 1, start_time(first, index, starts_per_second))) for index in range(len(groups))}
     last: dict[int, Any] = {}
-    for attempt in range(1, attempts + 1):
-        if not pending:
-            break
-        first, runs = datetime.now(timezone.utc), {}
-        for n, (index, group) in enumerate(pending.items()):
-            runs[index] = run_deployment(
-                deployment,
-                parameters={"stockcodes": group, "run_key": run_key, "overrides": overrides, "revision": revision},
-                scheduled_time=start_time(first, n, starts_per_second),
-                flow_run_name=f"shard-{index + 1}-of-{len(groups)}-{run_key[:8]}-try-{attempt}",
-                idempotency_key=f"catalogue-{run_key}-shard-{index}-try-{attempt}",
-                timeout=0, tags=["catalogue"], as_subflow=False)
-        finished = wait_for_runs([run.id for run in runs.values()], timeout_seconds)
-        for index, run in runs.items():
-            last[index] = finished[run.id]
-            state = last[index].state
-            if state is not None and state.is_completed():
-                del pending[index]
-            elif attempt < attempts:
-                logger.warning("shard %d (%s) ended %s: started again, without its products already decided",
-                               index + 1, last[index].name, state.name if state else "without a state")
+    deadline = time.monotonic() + timeout_seconds
+    with get_client(sync_client=True) as client:
+        while running:
+            for index, (attempt, run) in list(running.items()):
+                current = client.read_flow_run(run.id)
+                state = current.state
+                if state is None or not state.is_final():
+                    last[index] = current
+                    continue
+                last[index] = current
+                del running[index]
+                if not state.is_completed() and attempt < attempts:
+                    logger.warning("shard %d (%s) ended %s: started again, without its products already decided",
+                                   index + 1, current.name, state.name)
+                    running[index] = (attempt + 1, submit(index, attempt + 1, datetime.now(timezone.utc)))
+            if running:
+                if time.monotonic() > deadline:
+                    logger.error("%d shard runs still going after %.0f s: reported as they are", len(running),
+                                 timeout_seconds)
+                    break
+                time.sleep(poll_seconds)
     return last
 
 
@@ -232,7 +246,7 @@ def shard_outcomes(run: Any, group: list[str], store: RegistryStore, run_key: st
     return outcomes
 
 
-@flow(name="lineage-catalogue")
+@flow(name="lineage-catalogue", persist_result=True, result_serializer="json")
 def lineage_catalogue(
     top: int = 0,
     small: int = 0,
@@ -336,8 +350,17 @@ def _run_catalogue(project: Path, top: int, small: int, shard_size: int, overrid
     create_markdown_artifact(catalogue_summary_markdown(rows, run_key), key="catalogue-run",
                              description=f"Catalogue run {run_key}: {len(rows)} products")
     message = f"catalogue run {run_key}: {_count(outcomes)}"
+    report = None
+    try:
+        report = publish_catalogue_report(project, revision, probe, rows, run_key, store, applied)
+        logger.info("report table %s (%s in the DVC remote) recorded as %s", report["folder"]["path"],
+                    report["folder"]["md5"], report["name"])
+    except Exception as error:  # noqa: BLE001 - a report that cannot be stored changes no decision
+        logger.warning("the catalogue report table was not stored: %s: %s", type(error).__name__, error)
+        message += f"; its report table was not stored ({type(error).__name__}: {error})"
     logger.info(message)
-    summary = {"run_key": run_key, "outcomes": outcomes, "rows": rows, "shards": len(groups), "revision": revision}
+    summary = {"run_key": run_key, "outcomes": outcomes, "rows": rows, "shards": len(groups), "revision": revision,
+               "report": report}
     if any(outcome["status"] == FAILED for outcome in outcomes):
         return Failed(message=message, data=summary)
     return Completed(message=message, data=summary)

@@ -542,6 +542,9 @@ def _nothing_served(stockcode: str, last: Record | None, withdrawn: Action | Non
     if last.model_version in revoked:
         act = revoked[last.model_version]
         return f"{last.decision} model {last.model_version} revoked by {act.by}: {act.reason}"
+    if last.decision == POOLED:
+        return ("no model: too few lines to train one (latest decision: pooled); its price, from the catalogue's "
+                "price response, is in the catalogue run's report")
     return f"no approved model (latest decision: {last.decision})"
 
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import polars as pl
+
 from pricing.registry import APPROVED, POOLED, Record
 
 COLUMNS = ("stockcode", "decision", "model_version", "current_price", "recommended_price", "move_pct",
@@ -78,6 +80,10 @@ def _first_reason(row: Mapping[str, Any]) -> str:
     return str(row.get("reasons") or "no reason recorded").split("; ")[0]
 
 
+def _edge(value: float | None) -> str:
+    return "…" if value is None else f"{value:g}"
+
+
 def catalogue_summary_markdown(rows: list[Mapping[str, Any]], run_key: str, held_reasons: int = 10) -> str:
     """A catalogue run's report in brief: decisions by kind, the price moves to act on, and the
     commonest reasons products were held."""
@@ -95,6 +101,11 @@ def catalogue_summary_markdown(rows: list[Mapping[str, Any]], run_key: str, held
         lines += ["", "## Price moves to act on", "",
                   f"{up} up, {down} down, {len(moves) - up - down} held at the current price; "
                   f"median {moves[len(moves) // 2]:+.1f} %, from {moves[0]:+.1f} % to {moves[-1]:+.1f} %."]
+    for name, bins in report_histograms(rows).items():
+        if any(item["products"] for item in bins):
+            what = "moves to act on (%)" if name == "moves" else "elasticities"
+            lines += ["", f"## Distribution of {what}", "", "| from | to | products |", "|---|---|---|"]
+            lines += [f"| {_edge(item['low'])} | {_edge(item['high'])} | {item['products']} |" for item in bins]
     held: dict[str, int] = {}
     for row in rows:
         if not row["act_on"]:
@@ -103,3 +114,45 @@ def catalogue_summary_markdown(rows: list[Mapping[str, Any]], run_key: str, held
         lines += ["", "## Held, and why (first reason)", "", "| reason | products |", "|---|---|"]
         lines += [f"| {reason} | {n} |" for reason, n in sorted(held.items(), key=lambda item: -item[1])[:held_reasons]]
     return "\n".join(lines)
+
+
+MOVE_EDGES = (-10.0, -7.5, -5.0, -2.5, -0.01, 0.01, 2.5, 5.0, 7.5, 10.0)  # % moves; (−0.01, 0.01]: held
+ELASTICITY_EDGES = (-4.0, -3.0, -2.0, -1.5, -1.0, -0.5, 0.0)
+
+
+def histogram(values: Iterable[float], edges: Iterable[float]) -> list[dict[str, Any]]:
+    """Counts of ``values`` per bin ``(low, high]`` of ``edges``, with a first bin for all below
+    its first edge and a last one for all above its last (``None`` for the open end)."""
+    bounds = [None, *edges, None]
+    bins = [{"low": low, "high": high, "products": 0} for low, high in zip(bounds, bounds[1:])]
+    for value in values:
+        for item in bins:
+            if (item["low"] is None or value > item["low"]) and (item["high"] is None or value <= item["high"]):
+                item["products"] += 1
+                break
+    return bins
+
+
+def report_histograms(rows: Iterable[Mapping[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """The distribution of the moves to act on (%), and of the elasticities of every priced row."""
+    rows = list(rows)
+    return {
+        "moves": histogram((float(r["move_pct"]) for r in rows if r["act_on"] and r["move_pct"] is not None),
+                           MOVE_EDGES),
+        "elasticities": histogram((float(r["elasticity"]) for r in rows if r["elasticity"] is not None),
+                                  ELASTICITY_EDGES),
+    }
+
+
+SCHEMA = {
+    "stockcode": pl.Utf8, "decision": pl.Utf8, "model_version": pl.Utf8, "current_price": pl.Float64,
+    "recommended_price": pl.Float64, "move_pct": pl.Float64, "expected_weekly_gain": pl.Float64,
+    "gain_low": pl.Float64, "gain_high": pl.Float64, "objective": pl.Utf8, "elasticity": pl.Float64,
+    "elasticity_level": pl.Utf8, "act_on": pl.Boolean, "reasons": pl.Utf8,
+}
+assert tuple(SCHEMA) == COLUMNS, "the report table's schema must list COLUMNS in order"
+
+
+def report_frame(rows: Iterable[Mapping[str, Any]]) -> pl.DataFrame:
+    """The report's rows as the table a catalogue run stores (typed, COLUMNS in order)."""
+    return pl.DataFrame([{name: row.get(name) for name in COLUMNS} for row in rows], schema=SCHEMA, orient="row")

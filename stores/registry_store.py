@@ -292,6 +292,45 @@ class RegistryStore:
         except FileNotFoundError:
             return None
 
+    # -- catalogue reports: what each catalogue run priced (its table is in the DVC remote) --
+    def _reports_folder(self) -> str:
+        return f"{self.base.rstrip('/')}/{REPORTS}"
+
+    def _report_names(self) -> list[str]:
+        try:
+            with _reaching(self, "list its catalogue reports"):
+                listed = self.fs.ls(self._reports_folder(), detail=False, refresh=True)
+        except FileNotFoundError:
+            return []
+        names = [str(path).rstrip("/").rsplit("/", 1)[-1] for path in listed]
+        return sorted(filter(is_object_name, names), key=history_order)
+
+    def put_report(self, report: dict[str, Any]) -> str:
+        """A catalogue run's report (its summary and the DVC remote's hash of its table) as the
+        next object of ``_reports/catalogue``, by conditional create as a decision is."""
+        payload = (json.dumps(report, sort_keys=True) + "\n").encode()
+        number = next_sequence_number(self._report_names())
+        for _ in range(MAX_CREATE_ATTEMPTS):
+            name = sequenced_name(number)
+            with _reaching(self, f"write the catalogue report {name}"):
+                if self._create(self._reports_folder(), name, payload):
+                    return f"{REPORTS}/{name}"
+            number += 1
+        raise RegistryStoreError(f"registry store {self.location}: no free number for a catalogue report")
+
+    def latest_report(self) -> dict[str, Any] | None:
+        """The newest catalogue run's report, or None before the first."""
+        names = self._report_names()
+        if not names:
+            return None
+        with _reaching(self, f"read the catalogue report {names[-1]}"):
+            data = self.fs.cat_file(f"{self._reports_folder()}/{names[-1]}")
+        try:
+            return dict(json.loads(data), name=f"{REPORTS}/{names[-1]}")
+        except (ValueError, TypeError) as error:
+            raise DataValidationError(f"catalogue report {self.location}/{REPORTS}/{names[-1]} is corrupt: "
+                                      f"{error}") from error
+
     @property
     def index(self) -> HeadIndex:
         return HeadIndex(self)
@@ -375,6 +414,7 @@ HEADS = "_heads"  # <base>/_heads/<stockcode>.json
 # of its own: rewriting it leaves the store folder's mtime, the sign of a stockcode added or
 # removed, alone.
 INDEX = "_index/index.json"
+REPORTS = "_reports/catalogue"  # <base>/_reports/catalogue/<sequence>.json: one per catalogue run
 RESERVED_PREFIX = "_"  # no stockcode starts with it (``check_stockcode``): never listed as one
 HEAD_FORMAT = 1
 # A pending mark this much older than a listing is a writer's that died: its object, if it wrote

@@ -22,7 +22,9 @@ from pricing import registry
 from pricing.layout import Layout
 from pricing.portable import PORTABLE_FORMAT
 from pricing.recommend import Guardrails, recommend
+from pricing.report import report_frame
 from stores import registry_store
+from stores.registry_store import RegistryStore
 from stores.settings import REGISTRY_ENV, REMOTE_URL_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -183,3 +185,23 @@ def publish(store: Path, remote: Path, stockcode: str = "85123A", *, slope: floa
 
 def artifact_hash(record: registry.Record, path) -> str:
     return registry.output_md5(record.lineage["stages"], str(path))
+
+
+def report_row_of(stockcode: str, decision: str, act_on: bool, move: float | None = None) -> dict:
+    """A row of a catalogue run's price report (``pricing.report.COLUMNS``)."""
+    return {"stockcode": stockcode, "decision": decision, "model_version": None, "current_price": 2.0,
+            "recommended_price": 2.0 * (1 + (move or 0) / 100), "move_pct": move, "expected_weekly_gain": None,
+            "gain_low": None, "gain_high": None, "objective": "revenue", "elasticity": -1.35,
+            "elasticity_level": "catalogue", "act_on": act_on, "reasons": "because"}
+
+
+def store_report(store: RegistryStore, remote: Path, rows: list[dict], run_key: str) -> dict:
+    """A catalogue report as ``tasks.reports`` stores one: the table in a DVC directory object in
+    ``remote``, the report naming its hash in ``store``. Returns it, with the table's md5."""
+    table = put_object(remote, parquet_bytes(report_frame(rows)))
+    folder = put_object(remote, json.dumps([{"relpath": "price_report.parquet", "md5": table}]).encode(), ".dir")
+    report = {"kind": "catalogue_report", "run_key": run_key, "created_at": "2026-12-07T06:00:00+00:00",
+              "revision": "f" * 40, "products": len(rows), "folder": {"path": "catalogue_report", "md5": folder},
+              "table": "price_report.parquet"}
+    report["name"] = store.put_report(report)
+    return {**report, "table_md5": table}

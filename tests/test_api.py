@@ -213,9 +213,12 @@ def test_openapi_document_lists_every_route(served):
     document = client.get("/openapi.json").json
     assert document["openapi"].startswith("3.")
     assert set(document["paths"]) == {"/health", "/ready", "/v1/models", "/v1/predict-price/{stockcode}",
-                                      "/v1/predict-price", "/openapi.json"}
+                                      "/v1/predict-price", "/v1/recommendations", "/openapi.json"}
     names = [p["name"] for p in document["paths"]["/v1/predict-price/{stockcode}"]["get"]["parameters"]]
     assert names == ["stockcode", "unitprice_min", "unitprice_max", "num_price_bins"]
+    listed = document["paths"]["/v1/recommendations"]["get"]["parameters"]
+    assert [p["name"] for p in listed] == ["decision", "act_on", "page", "page_size"]
+    assert "pooled" in listed[0]["schema"]["enum"] and listed[3]["schema"]["maximum"] == 500
 
 
 def test_cors_allows_only_the_configured_origins(places):

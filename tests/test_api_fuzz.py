@@ -20,12 +20,15 @@ from schemathesis.checks import positive_data_acceptance
 
 from app import create_app
 from stores.settings import ApiSettings
-from tests.api_models import publish
+from stores.registry_store import RegistryStore
+from tests.api_models import publish, report_row_of, store_report
 
 PLACE = Path(tempfile.mkdtemp(prefix="pricelineage-fuzz-"))
 publish(PLACE / "registry", PLACE / "remote", "85123A")
 publish(PLACE / "registry", PLACE / "remote", "22423", price_weeks=((3.0, 20),))
 publish(PLACE / "registry", PLACE / "remote", "20725", decision="rejected")  # 503 for this one
+store_report(RegistryStore(PLACE / "registry"), PLACE / "remote",
+             [report_row_of(f"P{n:03d}", "pooled", n % 2 == 0, -10.0) for n in range(30)], "fuzz-run")
 APP = create_app(ApiSettings(registry=str(PLACE / "registry"), dvc_remote=str(PLACE / "remote"), reload_seconds=3600))
 schema = schemathesis.openapi.from_wsgi("/openapi.json", APP)
 

@@ -96,3 +96,19 @@ def test_a_catalogue_run_killed_mid_shard_goes_on_without_redoing_what_it_decide
     summary_text = Artifact.get("catalogue-run").data
     assert f"# Catalogue run {key}" in summary_text and "5 products" in summary_text
     assert "| pooled | 3 |" in summary_text
+
+    # The run's table, in the DVC remote by hash and named in the registry store, is what the
+    # price API pages through.
+    from app import create_app
+    from stores.settings import ApiSettings, load_settings
+
+    report = summary["report"]
+    assert report["run_key"] == key and report["products"] == 5 and report["name"].startswith("_reports/catalogue/")
+    assert store.latest_report()["folder"]["md5"] == report["folder"]["md5"]
+    settings = load_settings(root)
+    api = create_app(ApiSettings(registry=str(store.location), dvc_remote=settings.dvc_remote, reload_seconds=0,
+                                 cors_origins=[])).test_client()
+    page = api.get("/v1/recommendations?page_size=2").json
+    assert (page["run_key"], page["products"], page["pages"], len(page["rows"])) == (key, 5, 3, 2)
+    pooled_page = api.get("/v1/recommendations?decision=pooled").json
+    assert {r["stockcode"] for r in pooled_page["rows"]} == {r["stockcode"] for r in pooled}

@@ -223,3 +223,61 @@ def test_backfill_refuses_unknown_stockcodes_and_starts_nothing(deployed):
     assert all(trace.startswith("Engine execution exited with unexpected exception") and trace.endswith(
         f"prefect.exceptions.FailedRun: {flow_run.state.message}") for trace in traces), traces
     assert len(traces) <= 1 and not [log for log in logs if "Encountered exception" in log.message]
+
+
+def test_the_weekly_catalogue_run_prices_every_product_and_starts_a_killed_shard_again(deployed):
+    """weekly-lineage as the schedule starts it, on 2 trained and 2 pooled products: its shard
+    (both trained products) is SIGKILLed once it decided one; the run starts the shard again,
+    which skips that product; every product ends with one decision of the run, in the report."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
+    from prefect.deployments import run_deployment
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from bench.catalogue import kill_tree
+
+    stack, project, store = deployed["stack"], deployed["project"], deployed["store"]
+    lease = ["orchestration.stockcode_lease_seconds=60"]  # the killed product's lease lapses sooner
+    killed: dict[str, set] = {}
+    with temporary_settings(updates={PREFECT_API_URL: stack.api_url}):
+        parent = run_deployment("lineage-catalogue/weekly-lineage", timeout=0, parameters={
+            "top": 2, "small": 2, "shard_size": 2, "overrides": TINY + lease, "starts_per_second": 0})
+        key = str(parent.id)
+        with get_client(sync_client=True) as prefect:
+            def shard_runs():
+                return prefect.read_flow_runs(deployment_filter=DeploymentFilter(
+                    name=DeploymentFilterName(any_=["lineage-shard"])))
+
+            def kill_once_it_decided_one() -> bool:
+                for shard in shard_runs():
+                    if not (shard.name.endswith(f"{key[:8]}-try-1") and shard.state.is_running()
+                            and shard.infrastructure_pid):
+                        continue
+                    decided = {code for code in registry_store.stockcodes(store)
+                               if registry_store.latest(store, code).run.get("flow_run_id") == str(shard.id)}
+                    if decided:
+                        kill_tree(int(str(shard.infrastructure_pid).rsplit(":", 1)[-1]))
+                        killed[shard.name] = decided
+                        return True
+                return False
+
+            wait_until(kill_once_it_decided_one, seconds=1200, interval=1, what="the shard's first decision")
+            wait_until(lambda: prefect.read_flow_run(parent.id).state.is_final(), seconds=1200, interval=3,
+                       what="the catalogue run's end")
+            final = prefect.read_flow_run(parent.id)
+            shards = {shard.name: shard.state.name for shard in shard_runs() if key[:8] in shard.name}
+        summary = final.state.result()
+    assert final.state.is_completed(), final.state.message
+    assert shards == {f"shard-1-of-1-{key[:8]}-try-1": "Crashed", f"shard-1-of-1-{key[:8]}-try-2": "Completed"}
+    outcomes = {o["stockcode"]: o for o in summary["outcomes"]}
+    assert len(outcomes) == 4 and summary["shards"] == 1
+    (before,) = killed.values()
+    for code in before:
+        assert "already decided in this catalogue run" in outcomes[code]["message"], outcomes[code]
+    made = {code: [r for r in registry_store.history(store, code) if r.run.get("catalogue_run") == key]
+            for code in outcomes}
+    assert all(len(records) == 1 for records in made.values()), made
+    assert sorted(records[0].decision == "pooled" for records in made.values()) == [False, False, True, True]
+    rows = {row["stockcode"]: row for row in price_report(stack)}
+    assert set(rows) == set(outcomes) and all(row["decision"] != "none" for row in rows.values())
+    assert (project / "params.yaml").read_bytes() == deployed["params"]
