@@ -3,10 +3,13 @@
 Keys (lowercase, digits and dashes, as Prefect requires):
 ``lineage-<sc>-summary`` (markdown), ``lineage-<sc>-metrics`` (table),
 ``lineage-<sc>-drift-report`` and ``lineage-<sc>-shap`` (links), ``lineage-run`` (markdown),
-``price-report`` (table: every product of a run or backfill, ``pricing.report``).
+``price-report`` (table: every product of a run or backfill, ``pricing.report``),
+``catalogue-shard`` (table: a catalogue run's shard, an outcome per product) and
+``catalogue-run`` (markdown: the catalogue run in brief).
 """
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -116,3 +119,30 @@ def publish_price_report(decided: list[tuple[str, Record | None, str]], what: st
     create_table_artifact(rows, key="price-report",
                           description=f"{what}: {len(rows)} products, {acted} with an approved price to act on")
     return rows
+
+
+SHARD_KEY = "catalogue-shard"
+SHARD_COLUMNS = ("stockcode", "status", "version", "message")
+
+
+def publish_shard(outcomes: list[Mapping[str, Any]]) -> None:
+    """A shard's outcome per product, where the catalogue run reads it back (``read_shard``)."""
+    rows = [{name: outcome.get(name) for name in SHARD_COLUMNS} for outcome in outcomes]
+    create_table_artifact(rows, key=SHARD_KEY, description=f"{len(rows)} products of a catalogue run's shard")
+
+
+def read_shard(flow_run_id: Any) -> list[dict[str, Any]]:
+    """The outcomes a shard's flow run published (the newest table if it published more)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
+    from prefect.client.schemas.sorting import ArtifactSort
+
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[SHARD_KEY]),
+                                           flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])),
+            sort=ArtifactSort.CREATED_DESC, limit=1)
+    if not found:
+        raise LookupError(f"flow run {flow_run_id} published no {SHARD_KEY} table")
+    data = found[0].data
+    return [dict(row) for row in (json.loads(data) if isinstance(data, str) else data)]

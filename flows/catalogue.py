@@ -110,9 +110,7 @@ def run_shard(project: Path, stockcodes: list[str], overrides: list[str], revisi
         CATALOGUE_RUN.reset(token)
 
 
-# The shard's outcomes persist (Prefect's result storage: local here; on ECS the storage setting's
-# bucket, PREFECT_DEFAULT_RESULT_STORAGE_BLOCK): the catalogue run reads them back, drift stops included.
-@flow(name="lineage-shard", persist_result=True, result_serializer="json")
+@flow(name="lineage-shard")
 def lineage_shard(
     stockcodes: list[str],
     run_key: str,
@@ -132,6 +130,7 @@ def lineage_shard(
     project = dvcrepo.find_root()
     source = {"rev": revision, "commit": revision, "dirty": False} if revision else None
     outcomes = run_shard(project, stockcodes, list(overrides), source, run_key, max_concurrent)
+    artifacts.publish_shard(outcomes)
     return Completed(message=_count(outcomes), data={"outcomes": outcomes})
 
 
@@ -224,15 +223,19 @@ def shards_as_deployments(groups: list[list[str]], deployment: str, run_key: str
 
 
 def shard_outcomes(run: Any, group: list[str], store: RegistryStore, run_key: str) -> list[dict[str, Any]]:
-    """A shard run's outcome per product: its persisted result, else what the registry holds of
-    the run (a product without a decision there was stopped by drift or failed)."""
+    """A shard run's outcome per product: its ``catalogue-shard`` table artifact (on the server,
+    so whatever storage its container had), else what the registry holds of the run (a product
+    without a decision there was stopped by drift or failed)."""
     state = run.state
     if state is not None and state.is_completed():
         try:
-            data = state.result(raise_on_failure=False)
-            return list(data["outcomes"])
+            rows = artifacts.read_shard(run.id)
+            if {row["stockcode"] for row in rows} == set(group):
+                return rows
+            get_run_logger().warning("shard %s: its outcomes table does not list its products: outcomes from "
+                                     "the registry", run.name)
         except Exception as error:  # noqa: BLE001 - the registry still tells the decisions
-            get_run_logger().warning("shard %s: its result could not be read (%s): outcomes from the registry",
+            get_run_logger().warning("shard %s: its outcomes could not be read (%s): outcomes from the registry",
                                      run.name, error)
     outcomes = []
     for code in group:
@@ -295,6 +298,7 @@ def catalogue_at(root: str, top: int = 0, small: int = 0, shard_size: int = 0,
 def shard_at(root: str, stockcodes: list[str], run_key: str, overrides: list[str], revision: dict[str, Any]) -> State:
     """:func:`lineage_shard` on the project at ``root``, as a subflow of the catalogue run here."""
     outcomes = run_shard(Path(root), stockcodes, overrides, revision, run_key)
+    artifacts.publish_shard(outcomes)
     return Completed(message=_count(outcomes), data={"outcomes": outcomes})
 
 
