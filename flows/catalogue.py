@@ -17,7 +17,10 @@
 
 Every decision records the run's key (``run.catalogue_run``; the flow run's id unless given), so
 a shard that dies — its container killed, the machine lost — is started again (up to
-``max_shard_attempts``) and skips the products the run already decided. One product's failure
+``max_shard_attempts``) and skips the products the run already decided. A decision that repeats
+the product's latest one unchanged is not stored again (``registry_store.append``: a weekly run
+must not, say, undo a rollback by re-approving the same model), so it keeps the earlier run's
+key: such a product is run again on a resume, from its cached stages. One product's failure
 sinks nothing else: it is reported, the others go on.
 """
 from __future__ import annotations
@@ -75,6 +78,19 @@ def decided_in_run(store: RegistryStore, stockcode: str, run_key: str) -> regist
     """The stockcode's latest decision, if the catalogue run ``run_key`` made it."""
     latest = registry_store.latest(store, stockcode)
     return latest if latest is not None and latest.run.get("catalogue_run") == run_key else None
+
+
+def recorded_decision(store: RegistryStore, outcome: dict[str, Any], run_key: str) -> registry.Record | None:
+    """The record of ``outcome``'s decision: one the run made, or the latest one where the
+    outcome repeated it (the store keeps no second copy of an unchanged decision, so that record
+    holds an earlier run's key)."""
+    latest = registry_store.latest(store, outcome["stockcode"])
+    if latest is None:
+        return None
+    if latest.run.get("catalogue_run") == run_key:
+        return latest
+    repeated = outcome["status"] == latest.decision and outcome.get("version") == latest.model_version
+    return latest if repeated else None
 
 
 def _already(record: registry.Record) -> dict[str, Any]:
@@ -349,7 +365,7 @@ def _run_catalogue(project: Path, top: int, small: int, shard_size: int, overrid
             trained += (state.result(raise_on_failure=False) or {}).get("outcomes", [])
 
     outcomes = trained + pooled
-    decided = [(o["stockcode"], decided_in_run(store, o["stockcode"], run_key), o["message"]) for o in outcomes]
+    decided = [(o["stockcode"], recorded_decision(store, o, run_key), o["message"]) for o in outcomes]
     rows = artifacts.publish_price_report(decided, f"catalogue run {run_key}")
     create_markdown_artifact(catalogue_summary_markdown(rows, run_key), key="catalogue-run",
                              description=f"Catalogue run {run_key}: {len(rows)} products")

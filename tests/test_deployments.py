@@ -276,8 +276,13 @@ def test_the_weekly_catalogue_run_prices_every_product_and_starts_a_killed_shard
         assert "already decided in this catalogue run" in outcomes[code]["message"], outcomes[code]
     made = {code: [r for r in registry_store.history(store, code) if r.run.get("catalogue_run") == key]
             for code in outcomes}
-    assert all(len(records) == 1 for records in made.values()), made
-    assert sorted(records[0].decision == "pooled" for records in made.values()) == [False, False, True, True]
+    assert all(len(records) <= 1 for records in made.values()), made
+    for code, records in made.items():
+        if not records:  # the same decision as the latest, unchanged (85123A, trained above with TINY): kept once
+            latest = registry_store.latest(store, code)
+            assert (outcomes[code]["status"], outcomes[code]["version"]) == (latest.decision, latest.model_version)
+    decided = {code: registry_store.latest(store, code).decision for code in outcomes}
+    assert sorted(decision == "pooled" for decision in decided.values()) == [False, False, True, True], decided
     rows = {row["stockcode"]: row for row in price_report(stack)}
-    assert set(rows) == set(outcomes) and all(row["decision"] != "none" for row in rows.values())
+    assert {code: row["decision"] for code, row in rows.items()} == decided
     assert (project / "params.yaml").read_bytes() == deployed["params"]
